@@ -1,0 +1,55 @@
+# Every target wraps the `eegfm` command line; `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DATASET ?= generic
+ROOT ?=
+OUT ?=
+WORKERS ?= 1
+DEMO_DIR ?= shards/demo
+PYTEST_ARGS ?=
+
+.PHONY: help setup lock demo shards merge fixtures test lint format bench-ingest clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	# torch first, alone: with it installed, nothing later can ask pip for another build.
+	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0
+	$(BIN)/pip install -q --disable-pip-version-check -c requirements.lock -e '.[dev]'
+	touch $@
+
+setup: $(STAMP)  ## create .venv with the pinned dependencies
+
+lock:  ## re-resolve the dependencies into requirements.lock (needs network)
+	rm -rf /tmp/eegfm-lock && $(PYTHON) -m venv /tmp/eegfm-lock
+	/tmp/eegfm-lock/bin/pip install -q torch==2.13.0
+	/tmp/eegfm-lock/bin/pip install -q -e '.[dev]'
+	/tmp/eegfm-lock/bin/pip freeze --exclude-editable | grep -v '^-e' > requirements.lock
+
+demo: $(STAMP)  ## the embedded default end to end: generate a small corpus, ingest it, report where things are
+	$(BIN)/eegfm demo --out $(DEMO_DIR)
+
+shards: $(STAMP)  ## ingest a corpus: make shards DATASET=tueg [ROOT=…] [OUT=…] [WORKERS=N]
+	$(BIN)/eegfm shards --dataset $(DATASET) $(if $(ROOT),--root $(ROOT)) $(if $(OUT),--out $(OUT)) --workers $(WORKERS)
+
+test: $(STAMP)  ## the whole test suite
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)  ## ruff
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench-ingest: $(STAMP)  ## ingest throughput vs a plain MNE pipeline, and peak memory vs recording length
+	$(BIN)/python -m eegfm.ingest.bench
+
+clean:
+	rm -rf $(VENV) shards/demo

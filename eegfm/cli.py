@@ -1,0 +1,124 @@
+"""`eegfm`: one command-line program, one verb per job. The Makefile only wraps it."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from eegfm.storage import join_url
+
+
+def _shards(args: argparse.Namespace) -> int:
+    from eegfm.ingest.recipe import load_recipe
+    from eegfm.ingest.run import run_shards
+
+    recipe = load_recipe(args.dataset, args.overrides, root=args.root)
+    out = args.out or f"shards/{recipe.name}"
+    manifest = run_shards(
+        recipe,
+        out,
+        workers=args.workers,
+        num_tasks=args.num_tasks,
+        task_index=args.task_index,
+        shard_bytes=int(args.shard_mb * 1024 * 1024),
+        progress=not args.no_progress,
+    )
+    if args.num_tasks == 1:
+        _print_summary(manifest, out)
+    else:
+        print(f"task {args.task_index} of {args.num_tasks} done; when all are, run: eegfm merge --out {out}")
+    return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from eegfm.ingest.manifest import merge
+
+    _print_summary(merge(args.out), args.out)
+    return 0
+
+
+def _print_summary(manifest: dict, out: str) -> None:
+    from eegfm.ingest import contract
+
+    t = manifest["totals"]
+    print(
+        f"{manifest['dataset']}: {t['files']['written']} files written, {t['files']['skipped']} skipped; "
+        f"{t['samples']} samples, {t['hours']:.2f} h of EEG, {t['subjects']} subjects, "
+        f"{len(manifest['shards'])} shards"
+    )
+    for reason, count in t["skip_reasons"].items():
+        print(f"  skipped {count:5d}: {reason}")
+    print(f"shards:   {out}")
+    print(f"manifest: {join_url(out, contract.MANIFEST_NAME)}")
+
+
+def _fixtures(args: argparse.Namespace) -> int:
+    from eegfm.ingest.fixtures import generate_corpus
+
+    paths = generate_corpus(
+        args.recipe, args.dir, seed=args.seed, n_subjects=args.subjects, duration_s=args.duration
+    )
+    print(f"wrote {len(paths)} files of a {args.recipe}-like corpus under {args.dir}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """The embedded default, for now the real EDF/BDF files beside the repo: ingest, say where."""
+    from eegfm.ingest.recipe import load_recipe
+    from eegfm.ingest.run import run_shards
+
+    out = str(Path(args.out) / "shards")
+    recipe = load_recipe("generic")
+    manifest = run_shards(recipe, out, workers=args.workers, shard_bytes=16 * 1024 * 1024, progress=True)
+    _print_summary(manifest, out)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="eegfm", description=__doc__)
+    verbs = parser.add_subparsers(dest="verb", required=True)
+
+    p = verbs.add_parser("shards", help="ingest a corpus into WebDataset shards")
+    p.add_argument("--dataset", required=True, help="a recipe under configs/datasets/ (or a YAML path)")
+    p.add_argument("--root", help="where the corpus is (local path or s3://…); default: the recipe's root")
+    p.add_argument("--out", help="output folder or URL; default shards/<dataset>")
+    p.add_argument("--workers", type=int, default=1, help="processes on this machine")
+    p.add_argument("--num-tasks", type=int, default=1, help="partitions of the corpus (array jobs)")
+    p.add_argument("--task-index", type=int, default=0, help="which partition this process ingests")
+    p.add_argument("--shard-mb", type=float, default=256, help="target shard size in MiB")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("overrides", nargs="*", help="recipe overrides, key=value (e.g. preprocess.window_s=5)")
+    p.set_defaults(func=_shards)
+
+    p = verbs.add_parser("merge", help="write manifest.json (and the QC report) from finished task manifests")
+    p.add_argument("--out", required=True, help="the output folder or URL the tasks wrote to")
+    p.set_defaults(func=_merge)
+
+    p = verbs.add_parser("fixtures", help="generate a small corpus with a recipe's layout and quirks")
+    p.add_argument("recipe")
+    p.add_argument("dir")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--subjects", type=int, default=3)
+    p.add_argument("--duration", type=float, default=60.0, help="seconds per recording")
+    p.set_defaults(func=_fixtures)
+
+    p = verbs.add_parser("demo", help="end to end on an embedded default corpus")
+    p.add_argument("--out", default="shards/demo")
+    p.add_argument("--workers", type=int, default=2)
+    p.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, RuntimeError, FileNotFoundError) as e:
+        # Bad input or configuration: say what and where, without a traceback.
+        print(f"eegfm {args.verb}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

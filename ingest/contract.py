@@ -1,0 +1,79 @@
+"""The shard contract: what ingest writes and every later stage reads.
+
+This module is the one piece of `ingest` that `pretrain` may import (ARCHITECTURE.md): names, member
+suffixes and the small pure functions that both sides must compute identically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+SHARD_PATTERN = "{dataset}-{split}-{task}-{index:06d}.tar"
+MANIFEST_NAME = "manifest.json"
+REPORT_NAME = "report.html"
+TASKS_DIR = "_tasks"  # per-task state and manifests, merged into MANIFEST_NAME
+
+EEG_SUFFIX = "eeg.npy"  # C×T float16 (or float32), µV at the target rate
+POS_SUFFIX = "pos.npy"  # C×3 float32, metres, MNE head frame
+META_SUFFIX = "json"  # the metadata below
+TOKENS_SUFFIX = "tok.npy"  # token ids, added next to the shards by `eegfm tokenize`
+
+SPLITS = ("train", "val", "test")
+UNITS = "uV"
+
+# Keys every sample's JSON carries; later stages may rely on each of them.
+REQUIRED_META = (
+    "dataset",
+    "subject",
+    "session",
+    "recording",
+    "source_file",
+    "split",
+    "channels",
+    "montage",
+    "montage_name",
+    "sfreq",
+    "orig_sfreq",
+    "start_s",
+    "duration_s",
+    "reference",
+    "units",
+    "preprocess_hash",
+    "channel_mean",
+    "channel_std",
+)
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def shard_name(dataset: str, split: str, task: int, index: int) -> str:
+    """File name of one shard; `task` is the ingest partition that wrote it."""
+    return SHARD_PATTERN.format(dataset=dataset, split=split, task=f"{task:04d}", index=index)
+
+
+def montage_tag(channels: list[str] | tuple[str, ...]) -> str:
+    """Stable short id of an ordered canonical channel set: same channels in the same order, same tag."""
+    return hashlib.sha1(",".join(channels).encode()).hexdigest()[:10]
+
+
+def montage_name(reference: str, channels: list[str] | tuple[str, ...]) -> str:
+    """Readable montage name, e.g. `tcp_ar/21`."""
+    return f"{reference}/{len(channels)}"
+
+
+def recording_key(source_file: str) -> str:
+    """A WebDataset-safe, unique key prefix for one input file (its path relative to the corpus root).
+
+    The file's stem keeps keys readable; a hash of the whole relative path keeps them unique. WebDataset
+    splits a member name at the first dot of its base name, so keys hold only letters, digits, `_`, `-`.
+    """
+    name = source_file.rsplit("/", 1)[-1]
+    stem = name.rsplit(".", 1)[0] if "." in name else name
+    slug = _UNSAFE.sub("-", stem).strip("-") or "recording"
+    return f"{slug}-{hashlib.sha1(source_file.encode()).hexdigest()[:8]}"
+
+
+def sample_key(source_file: str, window_index: int) -> str:
+    """Key of the `window_index`-th window (counted over the whole recording, gaps included)."""
+    return f"{recording_key(source_file)}_w{window_index:06d}"

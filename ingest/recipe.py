@@ -1,0 +1,176 @@
+"""Dataset recipes: `configs/datasets/<name>.yaml`, merged with `key=value` overrides by OmegaConf."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field, fields
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any
+
+import fsspec
+from omegaconf import OmegaConf
+
+from eegfm.config import CONFIG_DIR, load_config
+from eegfm.ingest.preprocess import PreprocessConfig
+from eegfm.storage import join_url, strip_protocol
+
+DATASETS_DIR = CONFIG_DIR / "datasets"
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be used as given; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    root: str
+    include: tuple[str, ...]
+    path_regex: str  # named groups: subject, session, recording, reference (all optional)
+    positions: str  # an MNE built-in montage
+    reference: str  # montage label when the path does not give one
+    mains_hz: float
+    splits: dict[str, float]
+    description: str = ""
+    exclude: tuple[str, ...] = ()
+    rename: dict[str, str] = field(default_factory=dict)
+    cap: str | None = None  # a BioSemi/EGI cap whose A1… labels name the montage's electrodes in order
+    eeg_channels: tuple[str, ...] = ()  # if set, only these canonical names are kept
+    exclude_subjects: tuple[str, ...] = ()
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+
+    def __post_init__(self) -> None:
+        if abs(sum(self.splits.values()) - 1.0) > 1e-6 or any(v < 0 for v in self.splits.values()):
+            raise RecipeError(
+                f"recipe {self.name}: split fractions must be ≥ 0 and sum to 1, got {self.splits}"
+            )
+        try:
+            re.compile(self.path_regex)
+        except re.error as e:
+            raise RecipeError(f"recipe {self.name}: path_regex does not compile: {e}") from None
+
+
+def available_recipes() -> list[str]:
+    return sorted(p.stem for p in DATASETS_DIR.glob("*.yaml"))
+
+
+def load_recipe(name: str, overrides: list[str] | None = None, **settings: Any) -> Recipe:
+    """Load a recipe by name (or a YAML path), apply `key=value` overrides and keyword settings."""
+    path = Path(name) if name.endswith((".yaml", ".yml")) else DATASETS_DIR / f"{name}.yaml"
+    if not path.exists():
+        raise RecipeError(
+            f"no dataset recipe {name!r}: expected {path}; known: {', '.join(available_recipes())}"
+        )
+    cfg = load_config(path, overrides)
+    for key, value in settings.items():
+        if value is not None:
+            OmegaConf.update(cfg, key, value)
+    raw = OmegaConf.to_container(cfg, resolve=True)
+    known = {f.name for f in fields(Recipe)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise RecipeError(f"recipe {name}: unknown keys {unknown}; known keys: {sorted(known)}")
+    pre_raw = raw.pop("preprocess", None) or {}
+    pre_known = {f.name for f in fields(PreprocessConfig)}
+    if set(pre_raw) - pre_known:
+        raise RecipeError(f"recipe {name}: unknown preprocess keys {sorted(set(pre_raw) - pre_known)}")
+    for key in ("include", "exclude", "eeg_channels", "exclude_subjects"):
+        if key in raw:
+            raw[key] = tuple(raw[key] or ())
+    raw["root"] = str(raw["root"])
+    return Recipe(**raw, preprocess=PreprocessConfig(**pre_raw))
+
+
+def recipe_as_dict(recipe: Recipe) -> dict[str, Any]:
+    """The resolved recipe as plain data, for manifests and the run's saved config."""
+    out = {f.name: getattr(recipe, f.name) for f in fields(Recipe) if f.name != "preprocess"}
+    out = {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+    out["preprocess"] = {f.name: getattr(recipe.preprocess, f.name) for f in fields(PreprocessConfig)}
+    return out
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One discovered input file and the ids its path gives."""
+
+    path: str  # relative to the recipe's root, '/'-separated
+    url: str
+    size: int
+    subject: str
+    session: str
+    recording: str
+    reference: str
+    split: str | None  # None when the path did not match the layout or the subject is excluded
+    skip_reason: str | None = None
+
+
+def discover(recipe: Recipe) -> list[SourceFile]:
+    """Every file under the root that the recipe includes, sorted by relative path, with its ids."""
+    fs, root = fsspec.core.url_to_fs(recipe.root)
+    if not fs.exists(root):
+        raise RecipeError(
+            f"recipe {recipe.name!r}: root {recipe.root!r} does not exist. Point it at the corpus with "
+            f"ROOT=<path or s3://…> (make) or --root (eegfm shards), or set `root:` in "
+            f"configs/datasets/{recipe.name}.yaml"
+        )
+    base = strip_protocol(root).rstrip("/")
+    found = fs.find(root, detail=True)
+    files: list[SourceFile] = []
+    pattern = re.compile(recipe.path_regex)
+    for full, info in sorted(found.items()):
+        rel = strip_protocol(full)[len(base) :].lstrip("/")
+        if not any(fnmatchcase(rel, g) for g in recipe.include) or any(
+            fnmatchcase(rel, g) for g in recipe.exclude
+        ):
+            continue
+        files.append(_identify(recipe, pattern, rel, join_url(recipe.root, rel), int(info.get("size") or 0)))
+    if not files:
+        raise RecipeError(
+            f"recipe {recipe.name!r}: no files matching {list(recipe.include)} under root {recipe.root!r}. "
+            f"Is ROOT (--root) the corpus's top folder?"
+        )
+    return files
+
+
+def _identify(recipe: Recipe, pattern: re.Pattern[str], rel: str, url: str, size: int) -> SourceFile:
+    match = pattern.search(rel)
+    stem = rel.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    if match is None:
+        return SourceFile(
+            rel,
+            url,
+            size,
+            "",
+            "",
+            stem,
+            recipe.reference,
+            None,
+            f"path does not match the recipe's layout (path_regex {recipe.path_regex!r})",
+        )
+    groups = {k: v for k, v in match.groupdict().items() if v is not None}
+    subject = groups.get("subject", stem)
+    reason = f"subject {subject} excluded by the recipe" if subject in recipe.exclude_subjects else None
+    return SourceFile(
+        path=rel,
+        url=url,
+        size=size,
+        subject=subject,
+        session=groups.get("session", ""),
+        recording=groups.get("recording", stem),
+        reference=groups.get("reference", recipe.reference),
+        split=None if reason else assign_split(recipe.name, subject, recipe.splits),
+        skip_reason=reason,
+    )
+
+
+def assign_split(dataset: str, subject: str, fractions: dict[str, float]) -> str:
+    """Deterministic split of a subject: a hash of dataset + subject, so no subject is in two splits."""
+    u = int(hashlib.sha256(f"{dataset}/{subject}".encode()).hexdigest()[:15], 16) / 16**15
+    cumulative = 0.0
+    for split, fraction in fractions.items():
+        cumulative += fraction
+        if u < cumulative:
+            return split
+    return next(s for s, f in reversed(fractions.items()) if f > 0)

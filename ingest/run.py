@@ -1,0 +1,251 @@
+"""One ingest task: its share of a corpus's files → shards, resumable after a kill.
+
+Task i of N takes every N-th file of the sorted listing, so a SLURM array or an Indexed Job splits a
+corpus with no coordination. Files are read in parallel by `workers` processes but their samples reach the
+shard writers in file order, so the shards depend only on the inputs and the config.
+
+Resume: whenever a shard is committed, the task's state file records which files have all their samples
+in committed shards (or were skipped) and, for the one file per split that straddles the open shard, how
+many of its samples are already committed. A re-run with the same arguments skips the former and the
+committed samples of the latter, and so writes exactly the shards an uninterrupted run writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import tempfile
+import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import asdict
+from multiprocessing import get_context
+from typing import Any
+
+from tqdm import tqdm
+
+from eegfm.ingest import contract
+from eegfm.ingest.manifest import merge, task_stem
+from eegfm.ingest.preprocess import preprocess_hash
+from eegfm.ingest.recipe import Recipe, SourceFile, discover, recipe_as_dict
+from eegfm.ingest.recording import HISTOGRAM_EDGES, FileOutcome, Sample, ingest_file
+from eegfm.ingest.shardwriter import ShardWriter
+from eegfm.storage import exists, join_url, read_json, write_json
+
+DEFAULT_SHARD_BYTES = 256 * 1024 * 1024
+
+
+def run_shards(
+    recipe: Recipe,
+    out: str,
+    *,
+    workers: int = 1,
+    num_tasks: int = 1,
+    task_index: int = 0,
+    shard_bytes: int = DEFAULT_SHARD_BYTES,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run (or resume) task `task_index` of `num_tasks`; with one task, also merge the manifest."""
+    if not 0 <= task_index < num_tasks:
+        raise ValueError(f"--task-index must be in [0, {num_tasks}), got {task_index}")
+    config = {**recipe_as_dict(recipe), "num_tasks": num_tasks, "shard_bytes": shard_bytes}
+    run_hash = hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+    stem = join_url(out, contract.TASKS_DIR, task_stem(task_index, num_tasks))
+    if exists(stem + ".json"):
+        finished = read_json(stem + ".json")
+        _check_same_run(finished, run_hash, out)
+    else:
+        files = discover(recipe)[task_index::num_tasks]
+        task = _Task(recipe, out, task_index, stem, run_hash, config, shard_bytes)
+        task.run(files, workers, progress)
+    return merge(out) if num_tasks == 1 else read_json(stem + ".json")
+
+
+def _check_same_run(previous: dict[str, Any], run_hash: str, out: str) -> None:
+    if previous["run_hash"] != run_hash:
+        raise RuntimeError(
+            f"{out} holds an ingest run with a different configuration (run {previous['run_hash']}, this one "
+            f"{run_hash}): choose a fresh OUT, or delete it to start over"
+        )
+
+
+class _Task:
+    def __init__(
+        self,
+        recipe: Recipe,
+        out: str,
+        index: int,
+        stem: str,
+        run_hash: str,
+        config: dict[str, Any],
+        shard_bytes: int,
+    ):
+        self.recipe, self.out, self.index, self.stem = recipe, out, index, stem
+        self.run_hash, self.config = run_hash, config
+        state = read_json(stem + ".state.json") if exists(stem + ".state.json") else None
+        if state is not None:
+            _check_same_run(state, run_hash, out)
+        state = state or {"done": [], "committed": {}, "shards": [], "histogram": None, "montages": {}}
+        self.done: list[dict[str, Any]] = state["done"]
+        self.committed: dict[str, int] = state["committed"]  # straddling file → samples already in shards
+        self.shards: list[dict[str, Any]] = state["shards"]
+        self.histogram: list[int] = state["histogram"] or [0] * (len(HISTOGRAM_EDGES) - 1)
+        self.montages: dict[str, Any] = state["montages"]
+        self.writers = {
+            split: ShardWriter(
+                out,
+                recipe.name,
+                split,
+                index,
+                shard_bytes,
+                first_index=sum(1 for s in self.shards if s["split"] == split),
+            )
+            for split in recipe.splits
+        }
+        # Per split, the files with samples in its open (uncommitted) shard, in order.
+        self.open_files: dict[str, list[FileOutcome]] = {split: [] for split in recipe.splits}
+
+    def run(self, files: list[SourceFile], workers: int, progress: bool) -> None:
+        done = {f["path"] for f in self.done}
+        pending = [f for f in files if f.path not in done]
+        bar = tqdm(
+            total=len(files),
+            initial=len(files) - len(pending),
+            unit="file",
+            disable=not progress,
+            desc=f"{self.recipe.name} task {self.index}",
+            dynamic_ncols=True,
+        )
+        started, hours = time.monotonic(), 0.0
+        for outcome, samples in _ingested(pending, self.recipe, workers):
+            self._write(outcome, samples)
+            hours += outcome.hours
+            bar.update()
+            bar.set_postfix_str(f"{hours:.1f} h EEG, {hours / max(time.monotonic() - started, 1e-9):.2f} h/s")
+        bar.close()
+        for writer in self.writers.values():
+            record = writer.close()
+            if record is not None:
+                self.shards.append(asdict(record))
+        for outcomes in self.open_files.values():
+            self._finish(outcomes)
+        self._save_state()
+        write_json(self.stem + ".json", self._document(files=sorted(self.done, key=lambda f: f["path"])))
+
+    def _write(self, outcome: FileOutcome, samples: Iterator[Sample]) -> None:
+        if outcome.status != "written":
+            self._finish([outcome])
+            return
+        self.montages.setdefault(
+            outcome.montage,
+            {
+                "montage_name": outcome.montage_name,
+                "channels": outcome.channels,
+                "positions": outcome.positions,
+            },
+        )
+        writer = self.writers[outcome.split]
+        open_files = self.open_files[outcome.split]
+        open_files.append(outcome)
+        added = self.committed.get(outcome.path, 0)
+        for i, sample in enumerate(samples):
+            if i < added:
+                continue  # committed before the previous run was killed
+            record = writer.add(sample)
+            added += 1
+            if record is None:
+                continue
+            self.shards.append(asdict(record))
+            straddles = added < outcome.samples
+            self._finish(open_files[:-1] if straddles else open_files[:])
+            open_files[:] = open_files[-1:] if straddles else []
+            if straddles:
+                self.committed[outcome.path] = added
+            self._save_state()
+
+    def _finish(self, outcomes: list[FileOutcome]) -> None:
+        """These files are fully accounted for: skipped, or every sample in a committed shard."""
+        for o in outcomes:
+            self.done.append(o.as_record())
+            self.committed.pop(o.path, None)
+            if o.histogram:
+                self.histogram = [a + b for a, b in zip(self.histogram, o.histogram, strict=True)]
+
+    def _document(self, **extra: Any) -> dict[str, Any]:
+        return {
+            "dataset": self.recipe.name,
+            "task": self.index,
+            "run_hash": self.run_hash,
+            "preprocess_hash": preprocess_hash(self.recipe.preprocess, self.recipe.mains_hz),
+            "config": self.config,
+            "shards": self.shards,
+            "histogram": self.histogram,
+            "montages": self.montages,
+            **extra,
+        }
+
+    def _save_state(self) -> None:
+        write_json(self.stem + ".state.json", self._document(done=self.done, committed=self.committed))
+
+
+def _ingested(
+    files: list[SourceFile], recipe: Recipe, workers: int
+) -> Iterator[tuple[FileOutcome, Iterator[Sample]]]:
+    """(outcome, samples) per file, in file order; with workers > 1 the files are read in parallel."""
+    if workers <= 1:
+        for source in files:
+            result = ingest_file(source, recipe)
+            yield result.outcome, result.samples
+        return
+    spool_dir = tempfile.mkdtemp(prefix="eegfm-ingest-")
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        queue: deque[Future] = deque()
+        todo = iter(files)
+        for source in todo:
+            queue.append(pool.submit(_ingest_to_spool, source, recipe, spool_dir))
+            if len(queue) >= 2 * workers:
+                break
+        while queue:
+            outcome, path = queue.popleft().result()
+            source = next(todo, None)
+            if source is not None:
+                queue.append(pool.submit(_ingest_to_spool, source, recipe, spool_dir))
+            yield outcome, _read_spool(path)
+    os.rmdir(spool_dir)
+
+
+# A worker hands its samples to the writer through a local file: [header length][JSON header][members…].
+def _ingest_to_spool(source: SourceFile, recipe: Recipe, spool_dir: str) -> tuple[FileOutcome, str | None]:
+    result = ingest_file(source, recipe)
+    if result.outcome.status != "written":
+        return result.outcome, None
+    fd, path = tempfile.mkstemp(dir=spool_dir, suffix=".spool")
+    with os.fdopen(fd, "wb") as f:
+        for sample in result.samples:
+            head = json.dumps(
+                {
+                    "key": sample.key,
+                    "hours": sample.hours,
+                    "sizes": {k: len(v) for k, v in sample.members.items()},
+                }
+            ).encode()
+            f.write(struct.pack("<I", len(head)) + head)
+            for value in sample.members.values():
+                f.write(value)
+    return result.outcome, path
+
+
+def _read_spool(path: str | None) -> Iterator[Sample]:
+    if path is None:
+        return
+    try:
+        with open(path, "rb") as f:
+            while size := f.read(4):
+                head = json.loads(f.read(struct.unpack("<I", size)[0]))
+                members = {k: f.read(n) for k, n in head["sizes"].items()}
+                yield Sample(head["key"], members, head["hours"])
+    finally:
+        os.unlink(path)

@@ -1,0 +1,65 @@
+"""Checks of the shard contract that several test modules apply to what ingest wrote."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from eegfm.ingest import contract
+
+
+def read_shard(path: Path | str) -> dict[str, dict[str, bytes]]:
+    """A tar shard as {key: {suffix: bytes}}, in member order, with plain tarfile."""
+    samples: dict[str, dict[str, bytes]] = defaultdict(dict)
+    with tarfile.open(path) as tar:
+        for member in tar:
+            base = member.name.rsplit("/", 1)[-1]
+            key, suffix = base.split(".", 1)
+            samples[key][suffix] = tar.extractfile(member).read()
+    return dict(samples)
+
+
+def check_contract(out: Path, window_samples: int = 2000, dtype: str = "float16") -> dict[str, Any]:
+    """Assert the shard contract over a local output folder; returns the manifest."""
+    manifest = json.loads((out / contract.MANIFEST_NAME).read_text())
+    seen: set[str] = set()
+    total = 0
+    for shard in manifest["shards"]:
+        assert shard["url"] == contract.shard_name(
+            manifest["dataset"], shard["split"], shard["task"], int(shard["url"][-10:-4])
+        )
+        samples = read_shard(out / shard["url"])
+        assert len(samples) == shard["samples"] > 0
+        for key, members in samples.items():
+            assert key not in seen, f"duplicate key {key}"
+            seen.add(key)
+            assert set(members) == {contract.EEG_SUFFIX, contract.POS_SUFFIX, contract.META_SUFFIX}
+            eeg = np.load(io.BytesIO(members[contract.EEG_SUFFIX]), allow_pickle=False)
+            pos = np.load(io.BytesIO(members[contract.POS_SUFFIX]), allow_pickle=False)
+            meta = json.loads(members[contract.META_SUFFIX])
+            assert set(contract.REQUIRED_META) <= set(meta), set(contract.REQUIRED_META) - set(meta)
+            n_channels = len(meta["channels"])
+            assert eeg.dtype == np.dtype(dtype) and eeg.shape == (n_channels, window_samples)
+            assert pos.dtype == np.float32 and pos.shape == (n_channels, 3)
+            assert np.all(np.isfinite(eeg)) and np.all(np.isfinite(pos))
+            assert np.all(np.abs(pos) < 0.2), "positions must be metres"
+            assert meta["split"] == shard["split"] and meta["units"] == "uV" and meta["sfreq"] == 200.0
+            assert meta["montage"] == contract.montage_tag(meta["channels"])
+            assert len(meta["channel_mean"]) == len(meta["channel_std"]) == n_channels
+            assert key.startswith(contract.recording_key(meta["source_file"]))
+            assert meta["preprocess_hash"] == manifest["preprocess_hash"]
+        total += len(samples)
+    files = manifest["files"]
+    assert len({f["path"] for f in files}) == len(files), "an input file is listed twice"
+    for f in files:
+        assert f["status"] in ("written", "skipped")
+        assert (f["status"] == "skipped") == bool(f["reason"]), f
+        assert not (f["reason"] or "").startswith("failed:"), f"ingest crashed on {f['path']}: {f['reason']}"
+    assert sum(f["samples"] for f in files) == total == manifest["totals"]["samples"]
+    return manifest
