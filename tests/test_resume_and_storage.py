@@ -178,7 +178,6 @@ def test_s3_in_and_out_with_a_kill(s3_env, real_edf_dir: Path, uninterrupted: Pa
     assert ours["config"]["root"] == "s3://corpus/real-edf"  # the only difference: where the corpus was
     for key in ("files", "shards", "totals"):
         assert ours[key] == theirs[key], key
-    assert "report.html" in from_s3
 
 
 def test_s3_output_through_the_api(s3_env, real_eeg_dir: Path) -> None:
