@@ -64,12 +64,16 @@ def _fixtures(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    """The embedded default, for now the real EDF/BDF files beside the repo: ingest, say where."""
+    """The embedded default: generate a small TUEG-like corpus, ingest it, say where everything is."""
+    from eegfm.ingest.fixtures import generate_corpus
     from eegfm.ingest.recipe import load_recipe
     from eegfm.ingest.run import run_shards
 
+    corpus = str(Path(args.out) / "corpus")
     out = str(Path(args.out) / "shards")
-    recipe = load_recipe("generic")
+    made = generate_corpus("tueg", corpus, seed=0, n_subjects=args.subjects, duration_s=args.duration)
+    print(f"corpus:   {corpus} ({len(made)} TUEG-like EDF files with TUH's layout, labels and header quirks)")
+    recipe = load_recipe("tueg", root=corpus)
     manifest = run_shards(recipe, out, workers=args.workers, shard_bytes=16 * 1024 * 1024, progress=True)
     _print_summary(manifest, out)
     return 0
@@ -105,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("demo", help="end to end on an embedded default corpus")
     p.add_argument("--out", default="shards/demo")
+    p.add_argument("--subjects", type=int, default=4)
+    p.add_argument("--duration", type=float, default=120.0, help="seconds per recording")
     p.add_argument("--workers", type=int, default=2)
     p.set_defaults(func=_demo)
     return parser
