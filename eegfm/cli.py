@@ -51,6 +51,7 @@ def _print_summary(manifest: dict, out: str) -> None:
         print(f"  skipped {count:5d}: {reason}")
     print(f"shards:   {out}")
     print(f"manifest: {join_url(out, contract.MANIFEST_NAME)}")
+    print(f"report:   {join_url(out, contract.REPORT_NAME)}")
 
 
 def _fixtures(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ import fsspec
 import eegfm
 from eegfm.ingest import contract
 from eegfm.ingest.recording import HISTOGRAM_EDGES
+from eegfm.ingest.report import write_report
 from eegfm.storage import join_url, read_json, write_json
 
 FORMAT = "eegfm-shards/1"
@@ -68,6 +69,7 @@ def merge(out: str) -> dict[str, Any]:
         raise RuntimeError(f"cannot merge {out}: task manifests come from runs with different configurations")
     manifest = build_manifest(tasks)
     write_json(join_url(out, contract.MANIFEST_NAME), manifest)
+    write_report(manifest, out)
     return manifest
 
 

@@ -100,7 +100,6 @@ class StreamingFIR:
         self._pending = np.empty((0, n_channels), np.float32)  # input not yet turned into output
         self._started = False
         self._n_real = 0  # real (unpadded) samples pushed into the current segment
-        self._spectra: dict[int, np.ndarray] = {}
 
     def push(self, x: np.ndarray) -> np.ndarray:
         """Filtered output for as much of the stream as the kernel can already see; (T, C) float32."""
@@ -132,13 +131,17 @@ class StreamingFIR:
         if n_out <= 0:
             return np.empty((0, self.n_channels), np.float32)
         n_fft = scipy.fft.next_fast_len(len(self._pending), real=True)
-        spectrum = self._spectra.get(n_fft)
-        if spectrum is None:
-            spectrum = self._spectra[n_fft] = scipy.fft.rfft(self.kernel, n_fft).astype(np.complex64)
+        spectrum = _kernel_spectrum(self.kernel.tobytes(), n_fft)
         y = scipy.fft.irfft(scipy.fft.rfft(self._pending, n_fft, axis=0) * spectrum[:, None], n_fft, axis=0)
         out = np.ascontiguousarray(y[taps - 1 : taps - 1 + n_out], dtype=np.float32)
         self._pending = self._pending[n_out:]
         return out
+
+
+@lru_cache(maxsize=64)
+def _kernel_spectrum(kernel: bytes, n_fft: int) -> np.ndarray:
+    """The kernel's rfft at one FFT length, shared by every segment and file that uses it."""
+    return scipy.fft.rfft(np.frombuffer(kernel, np.float64), n_fft).astype(np.complex64)
 
 
 def _reflect(x: np.ndarray, width: int, *, head: bool) -> np.ndarray:

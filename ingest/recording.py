@@ -303,13 +303,16 @@ class _Windower:
         if k == 0:
             return
         w = y[: k * n].reshape(k, n, y.shape[1])
-        std = w.std(axis=1)  # before clipping: QC looks at the signal as recorded
-        if config.clip_uv is not None and np.abs(w).max() > config.clip_uv:
-            w = w.copy()
-            self.clipped += int((np.abs(w) > config.clip_uv).sum())
-            np.clip(w, -config.clip_uv, config.clip_uv, out=w)
         total = w.sum(axis=1, dtype=np.float64)
         total_sq = np.einsum("knc,knc->kc", w, w, dtype=np.float64)
+        # QC looks at the signal as recorded, before clipping.
+        std = np.sqrt(np.maximum(total_sq / n - (total / n) ** 2, 0.0)).astype(np.float32)
+        if config.clip_uv is not None and max(w.max(), -w.min()) > config.clip_uv:
+            over = np.abs(w) > config.clip_uv
+            self.clipped += int(over.sum())
+            w = np.clip(w, -config.clip_uv, config.clip_uv)
+            total = w.sum(axis=1, dtype=np.float64)
+            total_sq = np.einsum("knc,knc->kc", w, w, dtype=np.float64)
         self._std.append(std)
         self._total.append(total)
         self._total_sq.append(total_sq)

@@ -48,7 +48,30 @@ def run_shards(
     shard_bytes: int = DEFAULT_SHARD_BYTES,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Run (or resume) task `task_index` of `num_tasks`; with one task, also merge the manifest."""
+    """Run (or resume) task `task_index` of `num_tasks`; with one task, also merge: the dataset manifest."""
+    task = run_task(
+        recipe,
+        out,
+        workers=workers,
+        num_tasks=num_tasks,
+        task_index=task_index,
+        shard_bytes=shard_bytes,
+        progress=progress,
+    )
+    return merge(out) if num_tasks == 1 else task
+
+
+def run_task(
+    recipe: Recipe,
+    out: str,
+    *,
+    workers: int = 1,
+    num_tasks: int = 1,
+    task_index: int = 0,
+    shard_bytes: int = DEFAULT_SHARD_BYTES,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run (or resume) one task; returns its task manifest. A finished task is not run again."""
     if not 0 <= task_index < num_tasks:
         raise ValueError(f"--task-index must be in [0, {num_tasks}), got {task_index}")
     config = {**recipe_as_dict(recipe), "num_tasks": num_tasks, "shard_bytes": shard_bytes}
@@ -57,11 +80,11 @@ def run_shards(
     if exists(stem + ".json"):
         finished = read_json(stem + ".json")
         _check_same_run(finished, run_hash, out)
-    else:
-        files = discover(recipe)[task_index::num_tasks]
-        task = _Task(recipe, out, task_index, stem, run_hash, config, shard_bytes)
-        task.run(files, workers, progress)
-    return merge(out) if num_tasks == 1 else read_json(stem + ".json")
+        return finished
+    files = discover(recipe)[task_index::num_tasks]
+    task = _Task(recipe, out, task_index, stem, run_hash, config, shard_bytes)
+    task.run(files, workers, progress)
+    return read_json(stem + ".json")
 
 
 def _check_same_run(previous: dict[str, Any], run_hash: str, out: str) -> None:

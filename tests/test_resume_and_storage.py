@@ -176,6 +176,7 @@ def test_s3_in_and_out_with_a_kill(s3_env, real_edf_dir: Path, uninterrupted: Pa
     }
     ours, theirs = (json.loads(tree["manifest.json"]) for tree in (from_s3, local))
     assert ours["config"]["root"] == "s3://corpus/real-edf"  # the only difference: where the corpus was
+    assert "report.html" in from_s3
     for key in ("files", "shards", "totals"):
         assert ours[key] == theirs[key], key
 
