@@ -21,10 +21,6 @@ def strip_protocol(url: str) -> str:
     return url.split("://", 1)[1] if "://" in url else url
 
 
-def is_local(url: str) -> bool:
-    return isinstance(fsspec.core.url_to_fs(url)[0], LocalFileSystem)
-
-
 def exists(url: str) -> bool:
     fs, path = fsspec.core.url_to_fs(url)
     return fs.exists(path)

@@ -17,7 +17,6 @@ TASKS_DIR = "_tasks"  # per-task state and manifests, merged into MANIFEST_NAME
 EEG_SUFFIX = "eeg.npy"  # C×T float16 (or float32), µV at the target rate
 POS_SUFFIX = "pos.npy"  # C×3 float32, metres, MNE head frame
 META_SUFFIX = "json"  # the metadata below
-TOKENS_SUFFIX = "tok.npy"  # token ids, added next to the shards by `eegfm tokenize`
 
 SPLITS = ("train", "val", "test")
 UNITS = "uV"

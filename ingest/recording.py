@@ -105,6 +105,7 @@ def skipped(source: SourceFile, reason: str, **details: Any) -> IngestedFile:
 @dataclass
 class _ChannelPlan:
     signals: list[EdfSignal]
+    labels: list[str]  # as the manifest names them (duplicates get their signal number)
     channels: list[Channel]
     scales: np.ndarray
     orig_sfreq: float
@@ -136,26 +137,24 @@ def plan_channels(header: EdfHeader, recipe: Recipe) -> _ChannelPlan:
     candidates: list[tuple[EdfSignal, Channel, float]] = []
     rename = dict(recipe.rename)
     montage = recipe.positions
+    unknown_cap = False
     if recipe.cap:
-        montage = _cap_montage(recipe.cap, [s.label for s in header.data_signals])
-        if montage is None:
-            return _ChannelPlan(
-                [],
-                [],
-                np.empty(0),
-                0.0,
-                {
-                    s.label: "cap labels match no BioSemi montage (32/64/128/160/256 electrodes)"
-                    for s in header.data_signals
-                    if _CAP_LABEL.match(s.label)
-                },
-                [],
-            )
-        cap_names = list(montage_positions(montage))
-        rename.update({label: cap_names[i] for i, label in enumerate(_cap_labels(len(cap_names)))})
-    labels = Counter(s.label for s in header.data_signals)
+        cap_montage = _cap_montage(recipe.cap, [s.label for s in header.data_signals])
+        unknown_cap = cap_montage is None
+        if cap_montage is not None:
+            montage = cap_montage
+            cap_names = list(montage_positions(montage))
+            rename.update({label: cap_names[i] for i, label in enumerate(_cap_labels(len(cap_names)))})
+    counts = Counter(s.label for s in header.data_signals)
+    key = {
+        s.index: s.label if counts[s.label] == 1 else f"{s.label} (signal {s.index})"
+        for s in header.data_signals
+    }
     for s in header.data_signals:
-        label = s.label if labels[s.label] == 1 else f"{s.label} (signal {s.index})"
+        label = key[s.index]
+        if unknown_cap and _CAP_LABEL.match(s.label):
+            dropped[label] = "cap labels match no BioSemi montage (32/64/128/160/256 electrodes)"
+            continue
         channel = canonical_channel(s.label, montage, rename)
         if isinstance(channel, str):
             dropped[label] = channel
@@ -186,7 +185,7 @@ def plan_channels(header: EdfHeader, recipe: Recipe) -> _ChannelPlan:
     kept = []
     for s, channel, scale in candidates:
         if s.samples_per_record != spr:
-            dropped[s.label] = (
+            dropped[key[s.index]] = (
                 f"sampling rate {header.sfreq(s):g} Hz differs from the recording's EEG rate "
                 f"{spr / header.record_duration:g} Hz"
             )
@@ -194,6 +193,7 @@ def plan_channels(header: EdfHeader, recipe: Recipe) -> _ChannelPlan:
             kept.append((s, channel, scale))
     return _ChannelPlan(
         signals=[s for s, _, _ in kept],
+        labels=[key[s.index] for s, _, _ in kept],
         channels=[c for _, c, _ in kept],
         scales=np.array([k for _, _, k in kept], dtype=np.float64),
         orig_sfreq=spr / header.record_duration if spr else 0.0,
@@ -367,7 +367,7 @@ def _finish(
     recording_std = np.sqrt((std**2).mean(axis=0))
     live = recording_std >= config.flat_std_uv
     for c in np.flatnonzero(~live):
-        details["dropped_channels"][plan.signals[c].label] = f"flat/dead: std {recording_std[c]:.3g} µV"
+        details["dropped_channels"][plan.labels[c]] = f"flat/dead: std {recording_std[c]:.3g} µV"
     if live.sum() < config.min_channels:
         spool.close()
         return skipped(source, "every EEG channel is flat/dead", **details)

@@ -43,10 +43,6 @@ class ShardWriter:
         self._hours = 0.0
         self._bytes = 0
 
-    @property
-    def open_samples(self) -> int:
-        return self._samples
-
     def add(self, sample: Sample) -> ShardRecord | None:
         """Append a sample; returns the shard's record if this sample completed (and committed) a shard."""
         if self._tar is None:
