@@ -424,6 +424,7 @@ def _finish(
         "reference": source.reference,
         "units": contract.UNITS,
         "preprocess_hash": preprocess_hash(config, recipe.mains_hz),
+        "preprocess": {**asdict(config), "mains_hz": recipe.mains_hz},
         "channel_mean": [round(float(v), 4) for v in mean],
         "channel_std": [round(float(v), 4) for v in np.sqrt(var)],
     }

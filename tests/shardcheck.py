@@ -54,6 +54,10 @@ def check_contract(out: Path, window_samples: int = 2000, dtype: str = "float16"
             assert len(meta["channel_mean"]) == len(meta["channel_std"]) == n_channels
             assert key.startswith(contract.recording_key(meta["source_file"]))
             assert meta["preprocess_hash"] == manifest["preprocess_hash"]
+            assert meta["preprocess"] == {
+                **manifest["config"]["preprocess"],
+                "mains_hz": manifest["config"]["mains_hz"],
+            }
         total += len(samples)
     files = manifest["files"]
     assert len({f["path"] for f in files}) == len(files), "an input file is listed twice"
