@@ -91,51 +91,66 @@ def notch_frequencies(mains_hz: float, sfreq: float, h_freq: float | None) -> tu
 
 
 class StreamingFIR:
-    """Zero-phase FIR filtering of a (T, C) stream by overlap-save; edges padded by limited reflection."""
+    """Zero-phase FIR filtering of a (C, T) stream by overlap-save; edges padded by limited reflection.
+
+    Channel-major because pocketfft transforms a contiguous last axis ~40% faster than a strided one.
+    """
 
     def __init__(self, kernel: np.ndarray, n_channels: int):
         self.kernel = kernel.astype(np.float64)
+        self._kernel_key = self.kernel.tobytes()
         self.delay = (len(kernel) - 1) // 2
         self.n_channels = n_channels
-        self._pending = np.empty((0, n_channels), np.float32)  # input not yet turned into output
+        self._pending = _no_samples(self.n_channels)  # input not yet turned into output
         self._started = False
         self._n_real = 0  # real (unpadded) samples pushed into the current segment
 
     def push(self, x: np.ndarray) -> np.ndarray:
-        """Filtered output for as much of the stream as the kernel can already see; (T, C) float32."""
-        self._n_real += len(x)
-        self._pending = np.concatenate([self._pending, x]) if len(self._pending) else x
+        """Filtered output for as much of the stream as the kernel can already see; (C, T) float32."""
+        self._n_real += x.shape[1]
+        self._pending = np.concatenate([self._pending, x], axis=1) if self._pending.shape[1] else x
         if not self._started:
-            if len(self._pending) <= self.delay:
-                return np.empty((0, self.n_channels), np.float32)
-            self._pending = np.concatenate([_reflect(self._pending, self.delay, head=True), self._pending])
+            if self._pending.shape[1] <= self.delay:
+                return _no_samples(self.n_channels)
+            self._pending = np.concatenate(
+                [_reflect(self._pending, self.delay, head=True), self._pending], axis=1
+            )
             self._started = True
         return self._convolve()
 
     def flush(self) -> np.ndarray:
         """Output for the rest of the segment; the filter is then ready for a new segment."""
         if self._n_real == 0:
-            return np.empty((0, self.n_channels), np.float32)
+            return _no_samples(self.n_channels)
         if not self._started:  # the whole segment is shorter than the kernel's half length
-            self._pending = np.concatenate([_reflect(self._pending, self.delay, head=True), self._pending])
-        real_tail = self._pending[-min(self._n_real, self.delay + 1) :]
-        self._pending = np.concatenate([self._pending, _reflect(real_tail, self.delay, head=False)])
+            self._pending = np.concatenate(
+                [_reflect(self._pending, self.delay, head=True), self._pending], axis=1
+            )
+        real_tail = self._pending[:, -min(self._n_real, self.delay + 1) :]
+        self._pending = np.concatenate([self._pending, _reflect(real_tail, self.delay, head=False)], axis=1)
         out = self._convolve()
-        self._pending = np.empty((0, self.n_channels), np.float32)
+        self._pending = _no_samples(self.n_channels)
         self._started, self._n_real = False, 0
         return out
 
     def _convolve(self) -> np.ndarray:
         taps = len(self.kernel)
-        n_out = len(self._pending) - taps + 1
+        length = self._pending.shape[1]
+        n_out = length - taps + 1
         if n_out <= 0:
-            return np.empty((0, self.n_channels), np.float32)
-        n_fft = scipy.fft.next_fast_len(len(self._pending), real=True)
-        spectrum = _kernel_spectrum(self.kernel.tobytes(), n_fft)
-        y = scipy.fft.irfft(scipy.fft.rfft(self._pending, n_fft, axis=0) * spectrum[:, None], n_fft, axis=0)
-        out = np.ascontiguousarray(y[taps - 1 : taps - 1 + n_out], dtype=np.float32)
-        self._pending = self._pending[n_out:]
+            return _no_samples(self.n_channels)
+        n_fft = scipy.fft.next_fast_len(length, real=True)
+        spectrum = _kernel_spectrum(self._kernel_key, n_fft)
+        spectra = scipy.fft.rfft(self._pending, n_fft, axis=1)
+        spectra *= spectrum
+        y = scipy.fft.irfft(spectra, n_fft, axis=1, overwrite_x=True)
+        out = y[:, taps - 1 : taps - 1 + n_out]
+        self._pending = self._pending[:, n_out:]
         return out
+
+
+def _no_samples(n_channels: int) -> np.ndarray:
+    return np.empty((n_channels, 0), np.float32)
 
 
 @lru_cache(maxsize=64)
@@ -145,19 +160,19 @@ def _kernel_spectrum(kernel: bytes, n_fft: int) -> np.ndarray:
 
 
 def _reflect(x: np.ndarray, width: int, *, head: bool) -> np.ndarray:
-    """`width` samples mirroring x about its first (head) or last sample, zero where x is too short."""
-    pad = np.zeros((width, x.shape[1]), np.float32)
+    """`width` samples mirroring x (C, T) about its first (head) or last sample, zero where x is too short."""
+    pad = np.zeros((x.shape[0], width), np.float32)
     if head:
-        mirror = x[1 : width + 1][::-1]
-        pad[width - len(mirror) :] = mirror
+        mirror = x[:, 1 : width + 1][:, ::-1]
+        pad[:, width - mirror.shape[1] :] = mirror
     else:
-        mirror = x[-width - 1 : -1][::-1]
-        pad[: len(mirror)] = mirror
+        mirror = x[:, -width - 1 : -1][:, ::-1]
+        pad[:, : mirror.shape[1]] = mirror
     return pad
 
 
 class SegmentPipeline:
-    """Resample (T, C) µV chunks of one contiguous segment to the target rate and filter them."""
+    """One contiguous segment: (T, C) µV chunks in, resampled and filtered (C, T) chunks out."""
 
     def __init__(self, config: PreprocessConfig, orig_sfreq: float, n_channels: int, mains_hz: float):
         target = config.target_sfreq
@@ -173,11 +188,11 @@ class SegmentPipeline:
     def push(self, x: np.ndarray) -> np.ndarray:
         if self.resampler is not None:
             x = self.resampler.resample_chunk(np.ascontiguousarray(x), last=False)
-        return self.fir.push(x)
+        return self.fir.push(np.ascontiguousarray(x.T))
 
     def flush(self) -> np.ndarray:
         if self.resampler is None:
             return self.fir.flush()
         tail = self.resampler.resample_chunk(np.empty((0, self.fir.n_channels), np.float32), last=True)
-        head = self.fir.push(tail) if len(tail) else np.empty((0, self.fir.n_channels), np.float32)
-        return np.concatenate([head, self.fir.flush()])
+        head = self.fir.push(np.ascontiguousarray(tail.T)) if len(tail) else _no_samples(self.fir.n_channels)
+        return np.concatenate([head, self.fir.flush()], axis=1)

@@ -291,39 +291,37 @@ class _Windower:
 
     def start_segment(self, onset: float) -> None:
         """Windows never cross a gap: what is left of the previous segment (< one window) is dropped."""
-        self.pending = np.empty((0, self.n_channels), np.float32)
+        self.pending = np.empty((self.n_channels, 0), np.float32)
         self.onset, self.emitted = onset, 0
 
     def feed(self, y: np.ndarray) -> None:
-        """Cut every complete window out of `y` (T, C) at once; keep the remainder for the next call."""
+        """Cut every complete window out of `y` (C, T) at once; keep the remainder for the next call."""
         config, n = self.config, self.config.window_samples
-        y = np.concatenate([self.pending, y]) if len(self.pending) else y
-        k = len(y) // n
-        self.pending = y[k * n :]
+        y = np.concatenate([self.pending, y], axis=1) if self.pending.shape[1] else y
+        k = y.shape[1] // n
+        self.pending = y[:, k * n :]
         if k == 0:
             return
-        w = y[: k * n].reshape(k, n, y.shape[1])
-        total = w.sum(axis=1, dtype=np.float64)
-        total_sq = np.einsum("knc,knc->kc", w, w, dtype=np.float64)
+        w = y[:, : k * n].reshape(y.shape[0], k, n).transpose(1, 0, 2)  # (windows, channels, samples)
+        total = w.sum(axis=2, dtype=np.float64)
+        total_sq = np.einsum("kcn,kcn->kc", w, w, dtype=np.float64)
         # QC looks at the signal as recorded, before clipping.
         std = np.sqrt(np.maximum(total_sq / n - (total / n) ** 2, 0.0)).astype(np.float32)
         if config.clip_uv is not None and max(w.max(), -w.min()) > config.clip_uv:
-            over = np.abs(w) > config.clip_uv
-            self.clipped += int(over.sum())
+            self.clipped += int((np.abs(w) > config.clip_uv).sum())
             w = np.clip(w, -config.clip_uv, config.clip_uv)
-            total = w.sum(axis=1, dtype=np.float64)
-            total_sq = np.einsum("knc,knc->kc", w, w, dtype=np.float64)
+            total = w.sum(axis=2, dtype=np.float64)
+            total_sq = np.einsum("kcn,kcn->kc", w, w, dtype=np.float64)
         self._std.append(std)
         self._total.append(total)
         self._total_sq.append(total_sq)
         self._start.append(self.onset + (self.emitted + np.arange(k)) * config.window_s)
         self.emitted += k
-        sub = w[:, ::_HISTOGRAM_STRIDE].ravel()
-        bins = np.clip(
-            ((sub - HISTOGRAM_EDGES[0]) / _HISTOGRAM_WIDTH).astype(np.int64), 0, len(self.histogram) - 1
-        )
+        sub = w[:, :, ::_HISTOGRAM_STRIDE].ravel()
+        bins = ((sub - HISTOGRAM_EDGES[0]) / _HISTOGRAM_WIDTH).astype(np.int64)
+        np.clip(bins, 0, len(self.histogram) - 1, out=bins)
         self.histogram += np.bincount(bins, minlength=len(self.histogram))
-        self.spool.write(w.transpose(0, 2, 1).astype(config.dtype).tobytes())
+        self.spool.write(w.astype(config.dtype).tobytes())
 
 
 def _stream_windows(

@@ -21,7 +21,7 @@ from eegfm.ingest.preprocess import (
 def _run(x: np.ndarray, fs: float, chunk: int) -> np.ndarray:
     pipeline = SegmentPipeline(PreprocessConfig(), fs, x.shape[1], mains_hz=60.0)
     parts = [pipeline.push(x[i : i + chunk]) for i in range(0, len(x), chunk)]
-    return np.concatenate([*parts, pipeline.flush()])
+    return np.concatenate([*parts, pipeline.flush()], axis=1).T
 
 
 @pytest.mark.parametrize("fs", [128.0, 200.0, 250.0, 256.0, 512.0])
@@ -40,15 +40,11 @@ def test_fir_is_zero_phase_convolution_with_reflected_edges() -> None:
     rng = np.random.default_rng(1)
     kernel = design_fir(200.0, 0.1, 75.0, (60.0,), 1.0)
     half = (len(kernel) - 1) // 2
-    x = rng.standard_normal((30_000, 2)).astype(np.float32)
+    x = rng.standard_normal((2, 30_000)).astype(np.float32)
     fir = StreamingFIR(kernel, 2)
-    y = np.concatenate([fir.push(x[:4_000]), fir.push(x[4_000:]), fir.flush()])
+    y = np.concatenate([fir.push(x[:, :4_000]), fir.push(x[:, 4_000:]), fir.flush()], axis=1)
     oracle = np.stack(
-        [
-            np.convolve(np.pad(x[:, c].astype(float), half, mode="reflect"), kernel, mode="valid")
-            for c in range(2)
-        ],
-        1,
+        [np.convolve(np.pad(row.astype(float), half, mode="reflect"), kernel, mode="valid") for row in x]
     )
     np.testing.assert_allclose(y, oracle, atol=1e-4)
 
