@@ -1,0 +1,81 @@
+"""Transformer parts shared by the encoders: RMSNorm, GEGLU feed-forward, SDPA attention.
+
+Module names follow braindecode's REVE (`layers.<i>.0` attention, `layers.<i>.1.net` feed-forward) so an
+encoder's state dict loads into that class as it is.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm, computed in float32 whatever the autocast dtype."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+
+
+class GEGLU(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        value, gate = x.chunk(2, dim=-1)
+        return F.gelu(gate) * value
+
+
+class FeedForward(nn.Module):
+    """Pre-norm GEGLU feed-forward without biases."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.net = nn.Sequential(
+            RMSNorm(dim), nn.Linear(dim, 2 * hidden, bias=False), GEGLU(), nn.Linear(hidden, dim, bias=False)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class Attention(nn.Module):
+    """Pre-norm multi-head self-attention, bias-free QKV; SDPA picks flash kernels on GPU."""
+
+    def __init__(self, dim: int, heads: int, head_dim: int):
+        super().__init__()
+        self.heads = heads
+        self.norm = RMSNorm(dim)
+        self.to_qkv = nn.Linear(dim, 3 * heads * head_dim, bias=False)
+        self.to_out = nn.Linear(heads * head_dim, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, _ = x.shape
+        qkv = self.to_qkv(self.norm(x)).view(batch, length, 3, self.heads, -1)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (batch, heads, length, head_dim)
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.to_out(out.transpose(1, 2).reshape(batch, length, -1))
+
+
+class Transformer(nn.Module):
+    """Pre-norm blocks; returns the last layer, or every layer's output (input first) for REVE's pooling."""
+
+    def __init__(self, dim: int, depth: int, heads: int, head_dim: int, mlp_hidden: int):
+        super().__init__()
+        self.layers = nn.ModuleList(
+            nn.ModuleList([Attention(dim, heads, head_dim), FeedForward(dim, mlp_hidden)])
+            for _ in range(depth)
+        )
+
+    def forward(self, x: torch.Tensor, all_layers: bool = False) -> torch.Tensor | list[torch.Tensor]:
+        outputs = [x]
+        for attention, feed_forward in self.layers:
+            x = x + attention(x)
+            x = x + feed_forward(x)
+            if all_layers:
+                outputs.append(x)
+        return outputs if all_layers else x

@@ -1,0 +1,145 @@
+"""REVE's masked autoencoder: spatio-temporal block masks, a light decoder, and the secondary loss."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from eegfm.models.layers import RMSNorm, Transformer
+from eegfm.models.position import PositionEncoding4D, token_coordinates
+from eegfm.models.reve import ReveConfig, ReveEncoder
+
+
+@dataclass(frozen=True)
+class MaeConfig:
+    mask_ratio: float = 0.55  # share of tokens masked, exactly, in every sample
+    block_radius_m: float = 0.03  # a block: every channel within 3 cm of a random seed electrode …
+    block_patches: int = 3  # … held over 3 consecutive patches
+    channel_dropout: float = 0.1  # share of channels masked whole, part of mask_ratio
+    decoder_dim: int = 512
+    decoder_depth: int = 4
+    decoder_heads: int = 8
+    secondary_weight: float = 0.1
+    position_jitter_m: float = 0.0025  # σ of the Gaussian added to positions in training
+
+
+def block_mask(
+    positions: torch.Tensor, n_patches: int, config: MaeConfig, generator: torch.Generator
+) -> torch.Tensor:
+    """(B, C, 3) positions → (B, C, P) bool, True = masked, exactly round(ratio·C·P) per sample.
+
+    Built on the (channel, patch) grid that the tokens flatten channel-major, so a block is a spatial
+    neighbourhood over consecutive patches (the public REVE code builds its mask in the transposed order,
+    which scatters its "blocks" into random tokens).
+    """
+    batch, channels, _ = positions.shape
+    target = round(config.mask_ratio * channels * n_patches)
+    near = torch.cdist(positions.float(), positions.float()) <= config.block_radius_m  # (B, C, C)
+    masks = torch.zeros(batch, channels, n_patches, dtype=torch.bool)
+    n_dropped = min(round(config.channel_dropout * channels), target // max(n_patches, 1))
+    for b in range(batch):
+        mask = masks[b]
+        dropped = torch.randperm(channels, generator=generator)[:n_dropped]
+        mask[dropped] = True
+        while int(mask.sum()) < target:
+            seed = int(torch.randint(channels, (1,), generator=generator))
+            start = int(
+                torch.randint(max(n_patches - config.block_patches, 0) + 1, (1,), generator=generator)
+            )
+            block = torch.zeros_like(mask)
+            block[near[b, seed].cpu(), start : start + config.block_patches] = True
+            new = block & ~mask
+            excess = int(mask.sum()) + int(new.sum()) - target
+            if excess > 0:  # trim the last block at random so every sample masks exactly `target`
+                candidates = new.flatten().nonzero().squeeze(1)
+                drop = candidates[torch.randperm(len(candidates), generator=generator)[:excess]]
+                new.view(-1)[drop] = False
+            mask |= new
+    return masks.to(positions.device)
+
+
+@dataclass
+class MaeOutput:
+    loss: torch.Tensor
+    reconstruction_loss: torch.Tensor
+    secondary_loss: torch.Tensor
+    prediction: torch.Tensor  # (B, masked, patch_size)
+    target: torch.Tensor  # (B, masked, patch_size)
+    mask: torch.Tensor  # (B, C, P), True = masked
+
+
+class ReveMae(nn.Module):
+    """Encoder on the visible tokens; decoder fills in the masked ones; L1 on the masked patches."""
+
+    def __init__(self, encoder_config: ReveConfig, config: MaeConfig = MaeConfig()):
+        super().__init__()
+        self.config = config
+        self.encoder = ReveEncoder(encoder_config)
+        width, dim = config.decoder_dim, encoder_config.embed_dim
+        self.to_decoder = nn.Linear(dim, width)
+        self.mask_token = nn.Parameter(torch.zeros(width))
+        self.decoder_position = PositionEncoding4D(width, max(encoder_config.freqs, _freqs_for(width)))
+        self.decoder = Transformer(
+            width,
+            config.decoder_depth,
+            config.decoder_heads,
+            width // config.decoder_heads,
+            int(width * encoder_config.mlp_ratio),
+        )
+        self.decoder_norm = RMSNorm(width)
+        self.to_patch = nn.Linear(width, encoder_config.patch_size)
+        # Secondary loss: one learned query pools every encoder layer's tokens into one vector, from which
+        # the masked patches are predicted too, so no single layer over-specialises.
+        self.layer_query = nn.Parameter(torch.randn(dim) * dim**-0.5)
+        self.secondary_head = nn.Sequential(nn.Linear(dim, width), nn.GELU(), nn.Linear(width, width))
+        self.secondary_to_patch = nn.Linear(width, encoder_config.patch_size)
+        nn.init.normal_(self.mask_token, std=0.02)
+
+    def forward(self, eeg: torch.Tensor, positions: torch.Tensor, generator: torch.Generator) -> MaeOutput:
+        batch, channels, n_times = eeg.shape
+        n_patches = self.encoder.config.n_patches(n_times)
+        if self.training and self.config.position_jitter_m > 0:
+            noise = torch.randn(positions.shape, generator=generator).to(positions)
+            positions = positions + noise * self.config.position_jitter_m
+        mask = block_mask(positions, n_patches, self.config, generator).reshape(batch, -1)
+        tokens = self.encoder.embed(eeg, positions)
+        visible = tokens[~mask].reshape(batch, -1, tokens.shape[-1])
+        layers = self.encoder.transformer(visible, all_layers=True)
+
+        full = self.mask_token.expand(batch, mask.shape[1], -1).clone()
+        full[~mask] = self.to_decoder(layers[-1]).reshape(-1, full.shape[-1])
+        coordinates = token_coordinates(positions, n_patches)
+        decoded = self.decoder(full + self.decoder_position(coordinates))
+        prediction = self.to_patch(self.decoder_norm(decoded[mask])).reshape(
+            batch, -1, self.encoder.config.patch_size
+        )
+
+        target = (
+            self.encoder.patchify(eeg)
+            .reshape(batch, channels * n_patches, -1)[mask]
+            .reshape(prediction.shape)
+        )
+        reconstruction = F.l1_loss(prediction, target)
+
+        stacked = torch.cat(layers[1:], dim=1)  # every layer's visible tokens
+        weights = torch.softmax(stacked @ self.layer_query / stacked.shape[-1] ** 0.5, dim=1)
+        pooled = (weights.unsqueeze(-1) * stacked).sum(dim=1)  # (B, E)
+        queries = self.secondary_head(pooled)[:, None, :] + self.decoder_position(coordinates)[mask].reshape(
+            batch, -1, full.shape[-1]
+        )
+        secondary = F.l1_loss(self.secondary_to_patch(queries), target)
+        loss = reconstruction + self.config.secondary_weight * secondary
+        return MaeOutput(
+            loss, reconstruction, secondary, prediction, target, mask.reshape(batch, channels, n_patches)
+        )
+
+
+def _freqs_for(width: int) -> int:
+    """Smallest per-axis frequency count whose 4-tuples fill half of `width` features."""
+    freqs = 1
+    while freqs**4 < width // 2:
+        freqs += 1
+    return freqs
