@@ -23,9 +23,11 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402 - after the thread limits
 
-from eegfm.ingest.fixtures import generate_corpus  # noqa: E402
+from eegfm.ingest.fixtures import GENERIC_EEG, Signal, generate_corpus, simulate_eeg, write_edf  # noqa: E402
 from eegfm.ingest.recipe import discover, load_recipe  # noqa: E402
 from eegfm.ingest.run import run_task  # noqa: E402
+
+_MORE_1010 = ("AF3", "AF4", "FC1", "FC2", "FC5", "FC6", "CP1", "CP2", "CP5", "CP6", "PO3", "PO4", "Oz", "FCz")
 
 
 def mne_pipeline(path: Path, out_dir: Path) -> float:
@@ -76,44 +78,8 @@ def throughput(work_dir: Path, subjects: int, duration_s: float) -> dict:
 
 
 def long_recording(path: Path, hours: float) -> Path:
-    """A 33-channel 256 Hz EDF of `hours` hours: one simulated hour's records, repeated (cheap to make)."""
-    from eegfm.ingest.fixtures import Signal, simulate_eeg, write_edf
-
-    names = [
-        "Fp1",
-        "Fp2",
-        "F3",
-        "F4",
-        "C3",
-        "C4",
-        "P3",
-        "P4",
-        "O1",
-        "O2",
-        "F7",
-        "F8",
-        "T7",
-        "T8",
-        "P7",
-        "P8",
-        "Fz",
-        "Cz",
-        "Pz",
-        "AF3",
-        "AF4",
-        "FC1",
-        "FC2",
-        "FC5",
-        "FC6",
-        "CP1",
-        "CP2",
-        "CP5",
-        "CP6",
-        "PO3",
-        "PO4",
-        "Oz",
-        "FCz",
-    ]
+    """A 33-channel 256 Hz EDF of `hours` hours: ten simulated minutes of records, repeated (cheap)."""
+    names = [*GENERIC_EEG, *_MORE_1010]
     block_s = 600.0
     data = simulate_eeg(names, 256.0, block_s, mains_hz=60.0, rng=np.random.default_rng(0))
     block = path.with_suffix(".block.edf")

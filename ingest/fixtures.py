@@ -439,6 +439,16 @@ def _eeg(
     return list(simulate_eeg(names, sfreq, duration_s, mains_hz=mains, rng=rng, montage=montage))
 
 
+def _signals(
+    labels: Sequence[str], data: Sequence[np.ndarray], sfreq: float, span: float, unit: str = "uV"
+) -> list[Signal]:
+    """Signals with a symmetric physical range of ±span."""
+    return [
+        Signal(label, d, sfreq, unit=unit, physical_min=-span, physical_max=span)
+        for label, d in zip(labels, data, strict=True)
+    ]
+
+
 def _other(kind: str, sfreq: float, duration_s: float, rng: np.random.Generator) -> np.ndarray:
     """Plausible non-EEG channels: ECG spikes, slow respiration, a constant, a marker, noise."""
     n = round(sfreq * duration_s)
@@ -467,10 +477,7 @@ def _tuh_file(
     suffix = "-LE" if "_le" in montage else "-REF"
     eeg = [n for n in TUH_EEG if not (montage.endswith("_a") and n in ("A1", "A2"))]
     data = _eeg(eeg, sfreq, duration_s, 60.0, rng)
-    signals = [
-        Signal(f"EEG {n}{suffix}", d, sfreq, physical_min=-3200.0, physical_max=3200.0)
-        for n, d in zip(eeg, data, strict=True)
-    ]
+    signals = _signals([f"EEG {n}{suffix}" for n in eeg], data, sfreq, 3200.0)
     for label in TUH_EXTRAS[:n_extras]:
         if label in ("IBI", "BURSTS", "SUPPR"):  # TUH's derived channels: physical min == max
             signals.append(
@@ -580,29 +587,13 @@ def _chbmit(
         for r in (1, 2):
             rel = f"chb{i + 1:02d}/chb{i + 1:02d}_{r:02d}.edf"
             referential = dict(zip(electrodes, _eeg(electrodes, 256.0, duration_s, 60.0, rng), strict=True))
-            signals = [
-                Signal(
-                    label,
-                    referential[label.split("-")[0]] - referential[label.split("-")[1]],
-                    256.0,
-                    physical_min=-6400.0,
-                    physical_max=6400.0,
-                )
-                for label in CHBMIT_LABELS
+            bipolar = [
+                referential[a] - referential[b] for a, b in (label.split("-") for label in CHBMIT_LABELS)
             ]
             extras = ["-", "ECG", "VNS", "-"] if r == 2 else ["ECG"]
-            for label in extras:
-                kind = "ecg" if label == "ECG" else "flat" if label == "-" else "noise"
-                signals.append(
-                    Signal(
-                        label,
-                        _other(kind, 256.0, duration_s, rng),
-                        256.0,
-                        physical_min=-6400.0,
-                        physical_max=6400.0,
-                    )
-                )
-            write_edf(root / rel, signals)
+            kinds = ["ecg" if label == "ECG" else "flat" if label == "-" else "noise" for label in extras]
+            others = [_other(kind, 256.0, duration_s, rng) for kind in kinds]
+            write_edf(root / rel, _signals(CHBMIT_LABELS + extras, bipolar + others, 256.0, 6400.0))
             made[rel] = ("dummy_channels",) if r == 2 else ()
     return made
 
@@ -613,20 +604,12 @@ def _siena(
     made = {}
     for i in range(n_subjects):
         rel = f"PN{i:02d}/PN{i:02d}-1.edf"
-        signals = [
-            Signal(f"EEG {n}", d, 512.0, physical_min=-3200.0, physical_max=3200.0)
-            for n, d in zip(SIENA_EEG, _eeg(SIENA_EEG, 512.0, duration_s, 50.0, rng), strict=True)
-        ]
-        for label, kind in (("EKG EKG", "ecg"), ("SPO2", "slow"), ("HR", "slow"), ("MK", "flat")):
-            signals.append(
-                Signal(
-                    label,
-                    _other(kind, 512.0, duration_s, rng),
-                    512.0,
-                    physical_min=-3200.0,
-                    physical_max=3200.0,
-                )
-            )
+        signals = _signals(
+            [f"EEG {n}" for n in SIENA_EEG], _eeg(SIENA_EEG, 512.0, duration_s, 50.0, rng), 512.0, 3200.0
+        )
+        extras = (("EKG EKG", "ecg"), ("SPO2", "slow"), ("HR", "slow"), ("MK", "flat"))
+        others = [_other(kind, 512.0, duration_s, rng) for _, kind in extras]
+        signals += _signals([label for label, _ in extras], others, 512.0, 3200.0)
         write_edf(root / rel, signals)
         made[rel] = ()
     return made
@@ -641,10 +624,7 @@ def _eegmmidb(
         sfreq = 128.0 if i == n_subjects - 1 else 160.0
         rel = f"S{i + 1:03d}/S{i + 1:03d}R04.edf"
         data = _eeg(names, sfreq, duration_s, 60.0, rng)
-        signals = [
-            Signal(label, d, sfreq, physical_min=-8092.0, physical_max=8092.0)
-            for label, d in zip(EEGMMIDB_LABELS, data, strict=True)
-        ]
+        signals = _signals(EEGMMIDB_LABELS, data, sfreq, 8092.0)
         events = [
             (t, 4.1, ("T0", "T1", "T2")[k % 3]) for k, t in enumerate(np.arange(0, duration_s - 4, 4.2))
         ]
@@ -726,29 +706,10 @@ def _biosemi(
         names = list(montage_positions(montage))  # in cap order: A1, A2, … name these electrodes
         cap = [f"{chr(ord('A') + k // 32)}{k % 32 + 1}" for k in range(len(names))]
         data = _eeg(names, 512.0, duration_s, 50.0, rng, montage=montage)
-        signals = [
-            Signal(label, d, 512.0, physical_min=-262144.0, physical_max=262143.0)
-            for label, d in zip(cap, data, strict=True)
-        ]
-        for k in range(8):
-            signals.append(
-                Signal(
-                    f"EXG{k + 1}",
-                    _other("noise", 512.0, duration_s, rng),
-                    512.0,
-                    physical_min=-262144.0,
-                    physical_max=262143.0,
-                )
-            )
-        signals.append(
-            Signal(
-                "Status",
-                _other("flat", 512.0, duration_s, rng),
-                512.0,
-                unit="Boolean",
-                physical_min=-8388608.0,
-                physical_max=8388607.0,
-            )
+        external = [_other("noise", 512.0, duration_s, rng) for _ in range(8)]
+        signals = _signals(cap + [f"EXG{k + 1}" for k in range(8)], data + external, 512.0, 262144.0)
+        signals += _signals(
+            ["Status"], [_other("flat", 512.0, duration_s, rng)], 512.0, 8388608.0, unit="Boolean"
         )
         rel = f"sub-{i + 1:02d}/sub-{i + 1:02d}_task-rest.bdf"
         write_edf(root / rel, signals, bdf=True)
@@ -764,15 +725,7 @@ def _generic(
         bdf = i % 2 == 1
         rel = f"rec{i:02d}.{'bdf' if bdf else 'edf'}"
         data = _eeg(GENERIC_EEG, sfreq, duration_s, 50.0, rng)
-        span = (-262144.0, 262143.0) if bdf else (-3200.0, 3200.0)
-        write_edf(
-            root / rel,
-            [
-                Signal(n, d, sfreq, physical_min=span[0], physical_max=span[1])
-                for n, d in zip(GENERIC_EEG, data, strict=True)
-            ],
-            bdf=bdf,
-        )
+        write_edf(root / rel, _signals(GENERIC_EEG, data, sfreq, 262144.0 if bdf else 3200.0), bdf=bdf)
         made[rel] = ()
     # EDF+D: two contiguous stretches of ≥ 2 windows each, 7.5 s apart.
     half = max(25, int(duration_s // 2))
@@ -780,10 +733,7 @@ def _generic(
     onsets = [float(k) for k in range(half)] + [half + 7.5 + k for k in range(half)]
     write_edf(
         root / "discontinuous.edf",
-        [
-            Signal(n, d, 200.0, physical_min=-3200.0, physical_max=3200.0)
-            for n, d in zip(GENERIC_EEG, data, strict=True)
-        ],
+        _signals(GENERIC_EEG, data, 200.0, 3200.0),
         edf_plus="D",
         record_onsets=onsets,
     )
@@ -791,10 +741,7 @@ def _generic(
     short = _eeg(GENERIC_EEG, 256.0, 6.0, 50.0, rng)
     write_edf(
         root / "short.edf",
-        [
-            Signal(n, d, 256.0, physical_min=-3200.0, physical_max=3200.0)
-            for n, d in zip(GENERIC_EEG, short, strict=True)
-        ],
+        _signals(GENERIC_EEG, short, 256.0, 3200.0),
     )
     made["short.edf"] = ("short",)
     return made

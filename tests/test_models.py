@@ -7,34 +7,13 @@ import math
 import pytest
 import torch
 
+from eegfm.ingest.fixtures import GENERIC_EEG
 from eegfm.ingest.positions import montage_positions
 from eegfm.models.mae import MaeConfig, ReveMae, block_mask
 from eegfm.models.position import FourierEmb4D, token_coordinates
 from eegfm.models.reve import SIZES, ReveEncoder, count_parameters
 
-CHANNELS = [
-    "Fp1",
-    "Fp2",
-    "F7",
-    "F3",
-    "Fz",
-    "F4",
-    "F8",
-    "T7",
-    "C3",
-    "Cz",
-    "C4",
-    "T8",
-    "P7",
-    "P3",
-    "Pz",
-    "P4",
-    "P8",
-    "O1",
-    "O2",
-    "A1",
-    "A2",
-]
+CHANNELS = [*GENERIC_EEG, "A1", "A2"]  # 21 channels of a 10-20 cap
 
 
 def _positions() -> torch.Tensor:
