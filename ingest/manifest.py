@@ -40,11 +40,10 @@ def code_version() -> str:
 
 
 def reason_kind(reason: str) -> str:
-    """A reason without its particulars, for counting: `shorter than one 10 s window (5 s)` → `shorter than
-    one N s window`."""
+    """A reason without its particulars, for counting: reasons keep those in parentheses or quotes, so
+    `shorter than one window (5 s < 10 s)` and `(6 s < 10 s)` count as one kind."""
     text = re.sub(r"\s*\([^)]*\)", "", reason)
-    text = re.sub(r"'[^']*'|\"[^\"]*\"", "…", text)
-    return re.sub(r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?", "N", text).strip()
+    return re.sub(r"'[^']*'|\"[^\"]*\"", "…", text).strip()
 
 
 def merge(out: str) -> dict[str, Any]:

@@ -151,7 +151,7 @@ def _identify(recipe: Recipe, pattern: re.Pattern[str], rel: str, url: str, size
         )
     groups = {k: v for k, v in match.groupdict().items() if v is not None}
     subject = groups.get("subject", stem)
-    reason = f"subject {subject} excluded by the recipe" if subject in recipe.exclude_subjects else None
+    reason = f"subject excluded by the recipe ({subject})" if subject in recipe.exclude_subjects else None
     return SourceFile(
         path=rel,
         url=url,

@@ -126,7 +126,7 @@ def unit_scale(signal: EdfSignal) -> tuple[float, str | None] | str:
         largest = max(abs(signal.physical_min), abs(signal.physical_max))
         if largest >= 10.0:
             return 1.0, f"{signal.label}: blank unit field, physical range ±{largest:g} read as µV"
-        return f"blank unit field and a physical range of ±{largest:g}: cannot tell V, mV or µV apart"
+        return f"blank unit field and a small physical range: cannot tell V, mV or µV apart (±{largest:g})"
     return f"unit {signal.unit!r} is not a voltage"
 
 
@@ -176,7 +176,7 @@ def plan_channels(header: EdfHeader, recipe: Recipe) -> _ChannelPlan:
             notes.append(scale[1])
         previous = next((c for _, c, _ in candidates if c.name == channel.name), None)
         if previous is not None:
-            dropped[label] = f"duplicate of channel {previous.name}"
+            dropped[label] = f"duplicate label ({previous.name} already kept)"
             continue
         candidates.append((s, channel, scale[0]))
     # One rate per recording: keep the rate most EEG channels share (the higher one on a tie).
@@ -186,8 +186,8 @@ def plan_channels(header: EdfHeader, recipe: Recipe) -> _ChannelPlan:
     for s, channel, scale in candidates:
         if s.samples_per_record != spr:
             dropped[key[s.index]] = (
-                f"sampling rate {header.sfreq(s):g} Hz differs from the recording's EEG rate "
-                f"{spr / header.record_duration:g} Hz"
+                f"sampling rate differs from the recording's EEG rate "
+                f"({header.sfreq(s):g} Hz vs {spr / header.record_duration:g} Hz)"
             )
         else:
             kept.append((s, channel, scale))
@@ -256,7 +256,7 @@ def _ingest_open_file(f: Any, source: SourceFile, recipe: Recipe, spool_dir: str
         segments = [(0, header.n_records, 0.0)]
     duration = header.n_records * header.record_duration
     if all((b - a) * header.record_duration < config.window_s for a, b, _ in segments):
-        return skipped(source, f"shorter than one {config.window_s:g} s window ({duration:g} s)", **details)
+        return skipped(source, f"shorter than one window ({duration:g} s < {config.window_s:g} s)", **details)
 
     spool = tempfile.TemporaryFile(dir=spool_dir)  # noqa: SIM115 - closed by the sample stream or below
     try:
@@ -360,12 +360,12 @@ def _finish(
     if len(std) == 0:
         spool.close()
         return skipped(
-            source, f"no contiguous segment as long as one {config.window_s:g} s window", **details
+            source, f"no contiguous segment as long as one window ({config.window_s:g} s)", **details
         )
     recording_std = np.sqrt((std**2).mean(axis=0))
     live = recording_std >= config.flat_std_uv
     for c in np.flatnonzero(~live):
-        details["dropped_channels"][plan.labels[c]] = f"flat/dead: std {recording_std[c]:.3g} µV"
+        details["dropped_channels"][plan.labels[c]] = f"flat/dead (std {recording_std[c]:.3g} µV)"
     if live.sum() < config.min_channels:
         spool.close()
         return skipped(source, "every EEG channel is flat/dead", **details)

@@ -56,7 +56,7 @@ def test_tueg_quirks(ingested: dict) -> None:
     assert "truncated" in by_quirk["truncated_last_record"]["notes"][0]
     for quirk in ("records_minus_one", "truncated_last_record", "non_ascii_header", "date_1899"):
         assert by_quirk[quirk]["status"] == "written", quirk
-    assert "duplicate of channel Fz" in by_quirk["duplicate_label"]["dropped_channels"].values()
+    assert "duplicate label (Fz already kept)" in by_quirk["duplicate_label"]["dropped_channels"].values()
     for f in files.values():
         assert "T7" in f["channels"] and "T3" not in f["channels"]
         reasons = f["dropped_channels"]

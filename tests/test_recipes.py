@@ -107,7 +107,7 @@ def test_discovery_accounts_for_every_matching_file(tmp_path: Path) -> None:
     recipe = load_recipe("generic", ["exclude_subjects=[a/s1_again]"], root=str(tmp_path))
     files = {f.path: f for f in discover(recipe)}
     assert sorted(files) == ["a/s1.edf", "a/s1_again.edf", "b/s2.EDF", "c/odd name.bdf"]
-    assert files["a/s1_again.edf"].skip_reason == "subject a/s1_again excluded by the recipe"
+    assert files["a/s1_again.edf"].skip_reason == "subject excluded by the recipe (a/s1_again)"
     by_subject = defaultdict(set)
     for f in files.values():
         by_subject[f.subject].add(f.split)

@@ -119,8 +119,8 @@ def example_manifest() -> dict[str, Any]:
         _written("s2/r1.edf", "train", "s2", "bbbb000002", bip, 0.25),
         _written("s3/r1.edf", "val", "s3", "aaaa000001", mono, 0.5),
         _written("s4/r1.edf", "test", "s4", "bbbb000002", bip, 0.25),
-        _skipped("s5/short.edf", "shorter than one 10 s window (5.0 s)"),
-        _skipped("s6/short.edf", "shorter than one 10 s window (2.0 s)"),
+        _skipped("s5/short.edf", "shorter than one window (5 s < 10 s)"),
+        _skipped("s6/short.edf", "shorter than one window (2 s < 10 s)"),
         _skipped(SCRIPT_FILE, "no EEG channel with a known position <b>bold</b>"),
     ]
     centres = (HISTOGRAM_EDGES[:-1] + HISTOGRAM_EDGES[1:]) / 2
@@ -173,12 +173,12 @@ def test_tables_hold_totals_reasons_and_skipped_files(manifest, page):
     assert [re.sub(r"<[^>]+>", "", c) for c in re.findall(r"<td[^>]*>.*?</td>", row)] == [
         "2.500", "900", "4", "4", "3", "3", "9.0 MiB"
     ]  # fmt: skip
-    assert '<td>shorter than one N s window</td><td class="n">2</td>' in page
+    assert '<td>shorter than one window</td><td class="n">2</td>' in page
     assert "no EEG channel with a known position" in page
     assert "non-EEG: ECG" in page and "too_few_good_channels" in page
     for tag, name in (("aaaa000001", "ar/19"), ("bbbb000002", "tcp/7")):
         assert f"<td>{tag}</td><td>{name}</td>" in page
-    assert "s5/short.edf" in page and "shorter than one 10 s window (5.0 s)" in page
+    assert "s5/short.edf" in page and "shorter than one window (5 s &lt; 10 s)" in page
     assert "<td>val</td>" in page and "No shards were written" not in page
 
 
