@@ -16,11 +16,12 @@ PYTEST_ARGS ?=
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml requirements.lock
+$(STAMP): pyproject.toml requirements.lock requirements-interop.lock
 	$(PYTHON) -m venv $(VENV)
 	# torch first, alone: with it installed, nothing later can ask pip for another build.
 	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0
 	$(BIN)/pip install -q --disable-pip-version-check -c requirements.lock -e '.[dev]'
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -r requirements-interop.lock
 	touch $@
 
 setup: $(STAMP)  ## create .venv with the pinned dependencies

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -9,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import types
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -140,3 +142,42 @@ def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
 
     s3fs.S3FileSystem.clear_instance_cache()
     return s3_server
+
+
+def _stand_in_module(name: str) -> types.ModuleType:
+    """A module whose every attribute is a class that refuses to be built or called."""
+    module = types.ModuleType(name)
+    module.__path__ = []
+
+    def __getattr__(attr: str) -> type:
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+
+        def refuse(*args: object, **kwargs: object) -> None:
+            raise RuntimeError(f"{name}.{attr} is a test stand-in: no torchaudio build matches torch 2.13")
+
+        return type(attr, (), {"__init__": refuse, "__call__": refuse})
+
+    module.__getattr__ = __getattr__
+    return module
+
+
+@pytest.fixture(scope="session")
+def braindecode(tmp_path_factory: pytest.TempPathFactory) -> types.ModuleType:
+    """braindecode 1.8.1 as `make setup` installs it: a stand-in torchaudio (its import needs one; REVE and
+    Labram never call it) and REVE's position bank written from MNE's montage (it would download one)."""
+    torchaudio = _stand_in_module("torchaudio")
+    for sub in ("functional", "transforms"):
+        setattr(torchaudio, sub, _stand_in_module(f"torchaudio.{sub}"))
+        sys.modules.setdefault(f"torchaudio.{sub}", getattr(torchaudio, sub))
+    sys.modules.setdefault("torchaudio", torchaudio)
+    from eegfm.ingest.positions import montage_positions
+
+    bank = tmp_path_factory.mktemp("reve_positions")
+    (bank / "reve_positions.json").write_text(
+        json.dumps({k: list(v) for k, v in montage_positions("standard_1005").items()})
+    )
+    os.environ["REVE_POSITIONS_PATH"] = str(bank)
+    import braindecode.models
+
+    return braindecode.models
