@@ -25,6 +25,7 @@ from dataclasses import asdict
 from multiprocessing import get_context
 from typing import Any
 
+import fsspec
 from tqdm import tqdm
 
 from eegfm.ingest import contract
@@ -108,15 +109,13 @@ class _Task:
     ):
         self.recipe, self.out, self.index, self.stem = recipe, out, index, stem
         self.run_hash, self.config = run_hash, config
-        state = read_json(stem + ".state.json") if exists(stem + ".state.json") else None
-        if state is not None:
-            _check_same_run(state, run_hash, out)
-        state = state or {"done": [], "committed": {}, "shards": [], "histogram": None, "montages": {}}
+        state = _load_journal(stem + ".state", run_hash, out)
         self.done: list[dict[str, Any]] = state["done"]
         self.committed: dict[str, int] = state["committed"]  # straddling file → samples already in shards
         self.shards: list[dict[str, Any]] = state["shards"]
         self.histogram: list[int] = state["histogram"] or [0] * (len(HISTOGRAM_EDGES) - 1)
         self.montages: dict[str, Any] = state["montages"]
+        self._journaled = (len(self.done), len(self.shards), state["parts"])  # what the journal already holds
         self.writers = {
             split: ShardWriter(
                 out,
@@ -155,7 +154,6 @@ class _Task:
                 self.shards.append(asdict(record))
         for outcomes in self.open_files.values():
             self._finish(outcomes)
-        self._save_state()
         write_json(self.stem + ".json", self._document(files=sorted(self.done, key=lambda f: f["path"])))
 
     def _write(self, outcome: FileOutcome, samples: Iterator[Sample]) -> None:
@@ -211,7 +209,45 @@ class _Task:
         }
 
     def _save_state(self) -> None:
-        write_json(self.stem + ".state.json", self._document(done=self.done, committed=self.committed))
+        """Append one part to the resume journal: what became final since the last part.
+
+        Parts hold only what is new, so a task over tens of thousands of files does not rewrite its whole
+        file list at every shard; a part appears atomically, so a kill leaves the journal consistent.
+        """
+        n_done, n_shards, part = self._journaled
+        write_json(
+            join_url(self.stem + ".state", f"{part:06d}.json"),
+            {
+                "run_hash": self.run_hash,
+                "done": self.done[n_done:],
+                "shards": self.shards[n_shards:],
+                "committed": self.committed,
+                "histogram": self.histogram,
+                "montages": self.montages,
+            },
+        )
+        self._journaled = (len(self.done), len(self.shards), part + 1)
+
+
+def _load_journal(folder: str, run_hash: str, out: str) -> dict[str, Any]:
+    """The task's state so far: every journal part's new records, and the last part's running totals."""
+    state: dict[str, Any] = {
+        "done": [],
+        "shards": [],
+        "committed": {},
+        "histogram": None,
+        "montages": {},
+        "parts": 0,
+    }
+    fs, path = fsspec.core.url_to_fs(folder)
+    for name in sorted(fs.glob(f"{path}/*.json")) if fs.exists(path) else []:
+        part = read_json(join_url(folder, name.rsplit("/", 1)[-1]))
+        _check_same_run(part, run_hash, out)
+        state["done"] += part["done"]
+        state["shards"] += part["shards"]
+        state.update(committed=part["committed"], histogram=part["histogram"], montages=part["montages"])
+        state["parts"] += 1
+    return state
 
 
 def _ingested(

@@ -42,11 +42,11 @@ def _shards_cli(
 
 
 def _tree(out: Path) -> dict[str, bytes]:
-    """Every committed file of an output folder (task state excluded: it is the resume journal)."""
+    """Every committed file of an output folder, less the resume journal (a resumed run has more parts)."""
     return {
         p.relative_to(out).as_posix(): p.read_bytes()
         for p in sorted(out.rglob("*"))
-        if p.is_file() and not p.name.endswith(".state.json") and ".tmp-" not in p.name
+        if p.is_file() and ".state/" not in p.relative_to(out).as_posix() and ".tmp-" not in p.name
     }
 
 
