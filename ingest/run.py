@@ -39,27 +39,11 @@ from eegfm.storage import exists, join_url, read_json, write_json
 DEFAULT_SHARD_BYTES = 256 * 1024 * 1024
 
 
-def run_shards(
-    recipe: Recipe,
-    out: str,
-    *,
-    workers: int = 1,
-    num_tasks: int = 1,
-    task_index: int = 0,
-    shard_bytes: int = DEFAULT_SHARD_BYTES,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Run (or resume) task `task_index` of `num_tasks`; with one task, also merge: the dataset manifest."""
-    task = run_task(
-        recipe,
-        out,
-        workers=workers,
-        num_tasks=num_tasks,
-        task_index=task_index,
-        shard_bytes=shard_bytes,
-        progress=progress,
-    )
-    return merge(out) if num_tasks == 1 else task
+def run_shards(recipe: Recipe, out: str, **options: Any) -> dict[str, Any]:
+    """`run_task` with the same options; when the corpus is a single task, also `merge`: the dataset's
+    manifest.json and report.html."""
+    task = run_task(recipe, out, **options)
+    return merge(out) if options.get("num_tasks", 1) == 1 else task
 
 
 def run_task(
