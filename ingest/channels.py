@@ -48,6 +48,11 @@ class Channel:
     pair: tuple[str, str] | None = None
 
 
+def cap_labels(n: int) -> list[str]:
+    """BioSemi cap labels in cap order: A1…A32, B1…B32, … (n electrodes)."""
+    return [f"{chr(ord('A') + i // 32)}{i % 32 + 1}" for i in range(n)]
+
+
 def strip_label(label: str) -> str:
     """`EEG FP1-REF` → `FP1`, `Fc5.` → `Fc5`, `EEG Fpz-Cz` → `Fpz-Cz`."""
     text = _EEG_PREFIX.sub("", label.strip())

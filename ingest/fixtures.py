@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eegfm.ingest.channels import OLD_1020, electrode_name
+from eegfm.ingest.channels import OLD_1020, cap_labels, electrode_name
 from eegfm.ingest.positions import montage_positions
 
 RECIPES = ("tueg", "tuab", "tusz", "chbmit", "siena", "eegmmidb", "sleep-edf", "biosemi", "generic")
@@ -704,7 +704,7 @@ def _biosemi(
     for i in range(n_subjects):
         montage = "biosemi128" if i == n_subjects - 1 and n_subjects > 1 else "biosemi64"
         names = list(montage_positions(montage))  # in cap order: A1, A2, … name these electrodes
-        cap = [f"{chr(ord('A') + k // 32)}{k % 32 + 1}" for k in range(len(names))]
+        cap = cap_labels(len(names))
         data = _eeg(names, 512.0, duration_s, 50.0, rng, montage=montage)
         external = [_other("noise", 512.0, duration_s, rng) for _ in range(8)]
         signals = _signals(cap + [f"EXG{k + 1}" for k in range(8)], data + external, 512.0, 262144.0)

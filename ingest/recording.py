@@ -22,7 +22,7 @@ import mne
 import numpy as np
 
 from eegfm.ingest import contract
-from eegfm.ingest.channels import Channel, canonical_channel
+from eegfm.ingest.channels import Channel, canonical_channel, cap_labels
 from eegfm.ingest.edf import (
     EdfError,
     EdfHeader,
@@ -144,7 +144,7 @@ def plan_channels(header: EdfHeader, recipe: Recipe) -> _ChannelPlan:
         if cap_montage is not None:
             montage = cap_montage
             cap_names = list(montage_positions(montage))
-            rename.update({label: cap_names[i] for i, label in enumerate(_cap_labels(len(cap_names)))})
+            rename.update({label: cap_names[i] for i, label in enumerate(cap_labels(len(cap_names)))})
     counts = Counter(s.label for s in header.data_signals)
     key = {
         s.index: s.label if counts[s.label] == 1 else f"{s.label} (signal {s.index})"
@@ -211,11 +211,6 @@ def _cap_montage(cap: str, labels: list[str]) -> str | None:
         return cap
     name = f"biosemi{sum(1 for label in labels if _CAP_LABEL.match(label))}"
     return name if name in mne.channels.get_builtin_montages() else None
-
-
-def _cap_labels(n: int) -> list[str]:
-    """BioSemi cap labels in cap order: A1…A32, B1…B32, … (n electrodes)."""
-    return [f"{chr(ord('A') + i // 32)}{i % 32 + 1}" for i in range(n)]
 
 
 def ingest_file(source: SourceFile, recipe: Recipe, spool_dir: str | None = None) -> IngestedFile:
