@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -33,32 +34,32 @@ def block_mask(
 
     Built on the (channel, patch) grid that the tokens flatten channel-major, so a block is a spatial
     neighbourhood over consecutive patches (the public REVE code builds its mask in the transposed order,
-    which scatters its "blocks" into random tokens).
+    which scatters its "blocks" into random tokens). Vectorised over the batch, one block per round.
     """
     batch, channels, _ = positions.shape
+    rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=generator)))
     target = round(config.mask_ratio * channels * n_patches)
-    near = torch.cdist(positions.float(), positions.float()) <= config.block_radius_m  # (B, C, C)
-    masks = torch.zeros(batch, channels, n_patches, dtype=torch.bool)
+    xyz = positions.detach().float().cpu().numpy()
+    near = np.linalg.norm(xyz[:, :, None] - xyz[:, None], axis=-1) <= config.block_radius_m  # (B, C, C)
+    rows = np.arange(batch)
     n_dropped = min(round(config.channel_dropout * channels), target // max(n_patches, 1))
-    for b in range(batch):
-        mask = masks[b]
-        dropped = torch.randperm(channels, generator=generator)[:n_dropped]
-        mask[dropped] = True
-        while int(mask.sum()) < target:
-            seed = int(torch.randint(channels, (1,), generator=generator))
-            start = int(
-                torch.randint(max(n_patches - config.block_patches, 0) + 1, (1,), generator=generator)
-            )
-            block = torch.zeros_like(mask)
-            block[near[b, seed].cpu(), start : start + config.block_patches] = True
-            new = block & ~mask
-            excess = int(mask.sum()) + int(new.sum()) - target
-            if excess > 0:  # trim the last block at random so every sample masks exactly `target`
-                candidates = new.flatten().nonzero().squeeze(1)
-                drop = candidates[torch.randperm(len(candidates), generator=generator)[:excess]]
-                new.view(-1)[drop] = False
-            mask |= new
-    return masks.to(positions.device)
+    dropped = np.argsort(rng.random((batch, channels)), axis=1) < n_dropped  # rank < n: n random channels
+    masks = np.repeat(dropped[:, :, None], n_patches, axis=2)
+    count = masks.sum(axis=(1, 2))
+    time = np.arange(n_patches)
+    while (count < target).any():  # one block per sample and round, until every sample has its count
+        seed = rng.integers(channels, size=batch)
+        start = rng.integers(max(n_patches - config.block_patches, 0) + 1, size=batch)
+        in_time = (time >= start[:, None]) & (time < start[:, None] + config.block_patches)
+        new = near[rows, seed][:, :, None] & in_time[:, None, :] & ~masks & (count < target)[:, None, None]
+        excess = count + new.sum(axis=(1, 2)) - target
+        if (excess > 0).any():  # trim the last block at random so every sample masks exactly `target`
+            keys = np.where(new, rng.random(new.shape), np.inf).reshape(batch, -1)
+            rank = np.argsort(np.argsort(keys, axis=1), axis=1).reshape(new.shape)
+            new &= ~(rank < np.maximum(excess, 0)[:, None, None])
+        masks |= new
+        count = masks.sum(axis=(1, 2))
+    return torch.from_numpy(masks).to(positions.device)
 
 
 @dataclass
