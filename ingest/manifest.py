@@ -99,7 +99,8 @@ def totals(
     """Hours, samples and subjects per split and montage; every reason counted; coverage and positions."""
     written = [f for f in files if f["status"] == "written"]
     per_split: dict[str, dict[str, Any]] = {}
-    for split in contract.SPLITS:
+    names = [*contract.SPLITS, *sorted({f["split"] for f in written} - set(contract.SPLITS))]
+    for split in names:  # a recipe may name its own splits beyond train/val/test
         mine = [f for f in written if f["split"] == split]
         if mine:
             per_split[split] = {

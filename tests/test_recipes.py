@@ -130,3 +130,17 @@ def test_missing_root_says_which_recipe_root_and_how_to_override(tmp_path: Path)
     (tmp_path / "empty").mkdir()
     with pytest.raises(RecipeError, match="no files matching"):
         discover(load_recipe("tueg", root=str(tmp_path / "empty")))
+
+
+def test_a_recipe_may_name_its_own_splits(real_eeg_dir: Path, tmp_path: Path) -> None:
+    from eegfm.config import CONFIG_DIR
+    from eegfm.ingest.run import run_shards
+
+    text = (CONFIG_DIR / "datasets" / "generic.yaml").read_text()
+    custom = tmp_path / "custom.yaml"
+    custom.write_text(text.replace("splits: {train: 0.8, val: 0.1, test: 0.1}", "splits: {pretrain: 1.0}"))
+    manifest = run_shards(
+        load_recipe(str(custom), root=str(real_eeg_dir)), str(tmp_path / "out"), progress=False
+    )
+    assert list(manifest["totals"]["per_split"]) == ["pretrain"]
+    assert [s["url"] for s in manifest["shards"]] == ["generic-pretrain-0000-000000.tar"]
