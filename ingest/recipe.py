@@ -139,15 +139,15 @@ def _identify(recipe: Recipe, pattern: re.Pattern[str], rel: str, url: str, size
     stem = rel.rsplit("/", 1)[-1].rsplit(".", 1)[0]
     if match is None:
         return SourceFile(
-            rel,
-            url,
-            size,
-            "",
-            "",
-            stem,
-            recipe.reference,
-            None,
-            f"path does not match the recipe's layout (path_regex {recipe.path_regex!r})",
+            path=rel,
+            url=url,
+            size=size,
+            subject="",
+            session="",
+            recording=stem,
+            reference=recipe.reference,
+            split=None,
+            skip_reason=f"path does not match the recipe's layout (path_regex {recipe.path_regex!r})",
         )
     groups = {k: v for k, v in match.groupdict().items() if v is not None}
     subject = groups.get("subject", stem)
