@@ -60,23 +60,35 @@ def run_task(
     if not 0 <= task_index < num_tasks:
         raise ValueError(f"--task-index must be in [0, {num_tasks}), got {task_index}")
     config = {**recipe_as_dict(recipe), "num_tasks": num_tasks, "shard_bytes": shard_bytes}
-    run_hash = hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+    files = discover(recipe)[task_index::num_tasks]
+    # The configuration must match across tasks (merge checks it); a task's own inputs must not change
+    # between a kill and its resume, or the resumed shards could not equal an uninterrupted run's.
+    run_hash = _digest(config)
+    inputs_hash = _digest([(f.path, f.size) for f in files])
     stem = join_url(out, contract.TASKS_DIR, task_stem(task_index, num_tasks))
     if exists(stem + ".json"):
         finished = read_json(stem + ".json")
-        _check_same_run(finished, run_hash, out)
+        _check_same_run(finished, run_hash, inputs_hash, out)
         return finished
-    files = discover(recipe)[task_index::num_tasks]
-    task = _Task(recipe, out, task_index, stem, run_hash, config, shard_bytes)
+    task = _Task(recipe, out, task_index, stem, (run_hash, inputs_hash), config, shard_bytes)
     task.run(files, workers, progress)
     return read_json(stem + ".json")
 
 
-def _check_same_run(previous: dict[str, Any], run_hash: str, out: str) -> None:
+def _digest(obj: Any) -> str:
+    return hashlib.sha1(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _check_same_run(previous: dict[str, Any], run_hash: str, inputs_hash: str, out: str) -> None:
     if previous["run_hash"] != run_hash:
         raise RuntimeError(
             f"{out} holds an ingest run with a different configuration (run {previous['run_hash']}, this one "
             f"{run_hash}): choose a fresh OUT, or delete it to start over"
+        )
+    if previous["inputs_hash"] != inputs_hash:
+        raise RuntimeError(
+            f"the input files of this task changed since {out} was written (files added, removed or resized "
+            f"under ROOT): choose a fresh OUT, or delete it to start over"
         )
 
 
@@ -87,13 +99,13 @@ class _Task:
         out: str,
         index: int,
         stem: str,
-        run_hash: str,
+        hashes: tuple[str, str],
         config: dict[str, Any],
         shard_bytes: int,
     ):
         self.recipe, self.out, self.index, self.stem = recipe, out, index, stem
-        self.run_hash, self.config = run_hash, config
-        state = _load_journal(stem + ".state", run_hash, out)
+        (self.run_hash, self.inputs_hash), self.config = hashes, config
+        state = _load_journal(stem + ".state", hashes, out)
         self.done: list[dict[str, Any]] = state["done"]
         self.committed: dict[str, int] = state["committed"]  # straddling file → samples already in shards
         self.shards: list[dict[str, Any]] = state["shards"]
@@ -184,6 +196,7 @@ class _Task:
             "dataset": self.recipe.name,
             "task": self.index,
             "run_hash": self.run_hash,
+            "inputs_hash": self.inputs_hash,
             "preprocess_hash": preprocess_hash(self.recipe.preprocess, self.recipe.mains_hz),
             "config": self.config,
             "shards": self.shards,
@@ -203,6 +216,7 @@ class _Task:
             join_url(self.stem + ".state", f"{part:06d}.json"),
             {
                 "run_hash": self.run_hash,
+                "inputs_hash": self.inputs_hash,
                 "done": self.done[n_done:],
                 "shards": self.shards[n_shards:],
                 "committed": self.committed,
@@ -213,7 +227,7 @@ class _Task:
         self._journaled = (len(self.done), len(self.shards), part + 1)
 
 
-def _load_journal(folder: str, run_hash: str, out: str) -> dict[str, Any]:
+def _load_journal(folder: str, hashes: tuple[str, str], out: str) -> dict[str, Any]:
     """The task's state so far: every journal part's new records, and the last part's running totals."""
     state: dict[str, Any] = {
         "done": [],
@@ -226,7 +240,7 @@ def _load_journal(folder: str, run_hash: str, out: str) -> dict[str, Any]:
     fs, path = fsspec.core.url_to_fs(folder)
     for name in sorted(fs.glob(f"{path}/*.json")) if fs.exists(path) else []:
         part = read_json(join_url(folder, name.rsplit("/", 1)[-1]))
-        _check_same_run(part, run_hash, out)
+        _check_same_run(part, *hashes, out)
         state["done"] += part["done"]
         state["shards"] += part["shards"]
         state.update(committed=part["committed"], histogram=part["histogram"], montages=part["montages"])

@@ -191,3 +191,13 @@ def test_s3_output_through_the_api(s3_env, real_eeg_dir: Path) -> None:
         data = f.read()
     assert len(data) == shard["bytes"]
     assert json.loads(fs.cat("api/emotiv/manifest.json"))["totals"]["samples"] == 1
+
+
+def test_changed_inputs_are_refused_not_mixed(real_eeg_dir: Path, tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.edf").write_bytes((real_eeg_dir / "emotiv14_128hz_16s.edf").read_bytes())
+    subprocess.run(_shards_cli(corpus, tmp_path / "out"), check=True, capture_output=True)
+    (corpus / "b.edf").write_bytes((real_eeg_dir / "emotiv14_128hz_16s.edf").read_bytes())
+    done = subprocess.run(_shards_cli(corpus, tmp_path / "out"), capture_output=True, text=True)
+    assert done.returncode == 2 and "input files of this task changed" in done.stderr
