@@ -10,6 +10,8 @@ import hashlib
 import re
 
 SHARD_PATTERN = "{dataset}-{split}-{task}-{index:06d}.tar"
+INDEX_SUFFIX = ".index.json"  # beside each shard: where each sample's bytes are, and its shape
+INDEX_FORMAT = "eegfm-shard-index/1"
 MANIFEST_NAME = "manifest.json"
 REPORT_NAME = "report.html"
 TASKS_DIR = "_tasks"  # per-task state and manifests, merged into MANIFEST_NAME
@@ -49,6 +51,16 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 def shard_name(dataset: str, split: str, task: int, index: int) -> str:
     """File name of one shard; `task` is the ingest partition that wrote it."""
     return SHARD_PATTERN.format(dataset=dataset, split=split, task=f"{task:04d}", index=index)
+
+
+def index_name(shard: str) -> str:
+    """The index beside a shard: `x.tar` → `x.index.json`.
+
+    It lists, in tar order, each sample's key, the byte range [offset, offset + size) of its members
+    (headers included) and its EEG shape, so that a loader can plan batches by shape and read any sample
+    with one ranged read, without opening the tar.
+    """
+    return shard.removesuffix(".tar") + INDEX_SUFFIX
 
 
 def montage_tag(channels: list[str] | tuple[str, ...]) -> str:

@@ -80,6 +80,7 @@ class Sample:
     key: str
     members: dict[str, bytes]  # contract suffix → bytes
     hours: float
+    shape: tuple[int, int]  # (channels, times) of the EEG member, for the shard's index
 
 
 @dataclass
@@ -451,7 +452,7 @@ def _read_spool(
                 contract.POS_SUFFIX: pos_bytes,
                 contract.META_SUFFIX: json.dumps(sample_meta, sort_keys=True).encode(),
             }
-            yield Sample(key, members, config.window_s / 3600)
+            yield Sample(key, members, config.window_s / 3600, eeg.shape)
     finally:
         spool.close()
 

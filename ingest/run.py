@@ -286,6 +286,7 @@ def _ingest_to_spool(source: SourceFile, recipe: Recipe, spool_dir: str) -> tupl
                 {
                     "key": sample.key,
                     "hours": sample.hours,
+                    "shape": sample.shape,
                     "sizes": {k: len(v) for k, v in sample.members.items()},
                 }
             ).encode()
@@ -303,6 +304,6 @@ def _read_spool(path: str | None) -> Iterator[Sample]:
             while size := f.read(4):
                 head = json.loads(f.read(struct.unpack("<I", size)[0]))
                 members = {k: f.read(n) for k, n in head["sizes"].items()}
-                yield Sample(head["key"], members, head["hours"])
+                yield Sample(head["key"], members, head["hours"], tuple(head["shape"]))
     finally:
         os.unlink(path)

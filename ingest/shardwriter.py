@@ -1,4 +1,4 @@
-"""Size-bounded, reproducible WebDataset tar shards, each committed atomically."""
+"""Size-bounded, reproducible WebDataset tar shards, each committed atomically with its byte index."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import webdataset as wds
 
 from eegfm.ingest import contract
 from eegfm.ingest.recording import Sample
-from eegfm.storage import atomic_write, join_url
+from eegfm.storage import atomic_write, join_url, write_json
 
 _TAR_BLOCK = 512
 
@@ -27,8 +27,9 @@ class ShardRecord:
 class ShardWriter:
     """One task's shards of one split: `<dataset>-<split>-<task>-NNNNNN.tar` under `out`.
 
-    A shard is written to a temporary name and becomes visible only when complete. Tar headers carry no
-    time, user or host, so the same samples always give the same bytes.
+    A shard is written to a temporary name and becomes visible only when complete; its index
+    (`contract.index_name`) is written just before, so a visible shard always has one. Tar headers carry
+    no time, user or host, so the same samples always give the same bytes.
     """
 
     def __init__(
@@ -39,7 +40,7 @@ class ShardWriter:
         self.index = first_index
         self._stack: contextlib.ExitStack | None = None
         self._tar: wds.TarWriter | None = None
-        self._samples = 0
+        self._rows: list[list] = []
         self._hours = 0.0
         self._bytes = 0
 
@@ -47,8 +48,9 @@ class ShardWriter:
         """Append a sample; returns the shard's record if this sample completed (and committed) a shard."""
         if self._tar is None:
             self._open()
+        start = self._tar.tarstream.offset  # the file lags behind: tarfile's stream mode buffers
         self._tar.write({"__key__": sample.key, **sample.members})
-        self._samples += 1
+        self._rows.append([sample.key, start, self._tar.tarstream.offset - start, *sample.shape])
         self._hours += sample.hours
         self._bytes += sum(
             _TAR_BLOCK + -(-len(v) // _TAR_BLOCK) * _TAR_BLOCK for v in sample.members.values()
@@ -69,12 +71,23 @@ class ShardWriter:
         self._tar = wds.TarWriter(
             self._fileobj, encoder=False, user="", group="", mtime=0, format="PAX_FORMAT"
         )
-        self._samples, self._hours, self._bytes = 0, 0.0, 0
+        self._rows, self._hours, self._bytes = [], 0.0, 0
 
     def _commit(self) -> ShardRecord:
         self._tar.close()
         size = self._fileobj.tell()
-        record = ShardRecord(self._name(), self.split, self.task, self._samples, round(self._hours, 6), size)
+        name = self._name()
+        record = ShardRecord(name, self.split, self.task, len(self._rows), round(self._hours, 6), size)
+        write_json(
+            join_url(self.out, contract.index_name(name)),
+            {
+                "format": contract.INDEX_FORMAT,
+                "shard": name,
+                "bytes": size,
+                "columns": ["key", "offset", "size", "channels", "times"],
+                "samples": self._rows,
+            },
+        )
         self._stack.close()  # closes the file, then renames or uploads it
         self._stack = self._tar = None
         self.index += 1

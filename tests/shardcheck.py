@@ -25,6 +25,21 @@ def read_shard(path: Path | str) -> dict[str, dict[str, bytes]]:
     return dict(samples)
 
 
+def check_index(shard: Path, samples: dict[str, dict[str, bytes]]) -> None:
+    """The index beside a shard names its samples in order; each byte range is that sample's members."""
+    index = json.loads(shard.with_name(contract.index_name(shard.name)).read_text())
+    assert index["format"] == contract.INDEX_FORMAT and index["shard"] == shard.name
+    data = shard.read_bytes()
+    assert index["bytes"] == len(data)
+    assert [row[0] for row in index["samples"]] == list(samples)
+    for key, offset, size, channels, times in index["samples"]:
+        with tarfile.open(fileobj=io.BytesIO(data[offset : offset + size])) as tar:
+            members = {m.name.split(".", 1)[1]: tar.extractfile(m).read() for m in tar}
+        assert members == samples[key]
+        eeg = np.load(io.BytesIO(members[contract.EEG_SUFFIX]), allow_pickle=False)
+        assert eeg.shape == (channels, times)
+
+
 def check_contract(out: Path, window_samples: int = 2000, dtype: str = "float16") -> dict[str, Any]:
     """Assert the shard contract over a local output folder; returns the manifest."""
     manifest = json.loads((out / contract.MANIFEST_NAME).read_text())
@@ -36,6 +51,7 @@ def check_contract(out: Path, window_samples: int = 2000, dtype: str = "float16"
         )
         samples = read_shard(out / shard["url"])
         assert len(samples) == shard["samples"] > 0
+        check_index(out / shard["url"], samples)
         for key, members in samples.items():
             assert key not in seen, f"duplicate key {key}"
             seen.add(key)
