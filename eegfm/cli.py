@@ -80,6 +80,45 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pretrain(args: argparse.Namespace) -> int:
+    from eegfm.config import load_config
+    from eegfm.pretrain.checkpoints import latest_checkpoint
+    from eegfm.pretrain.train import run_pretraining
+
+    cfg = load_config(args.config, args.overrides)
+    trainer = run_pretraining(cfg, resume=args.resume)
+    if trainer.is_global_zero:
+        print(f"run:        {cfg.run.dir} (config.yaml, metrics.csv)")
+        print(f"checkpoint: {latest_checkpoint(str(cfg.run.dir))}")
+    return 0
+
+
+def _params(args: argparse.Namespace) -> int:
+    import torch
+
+    from eegfm.config import load_config
+    from eegfm.models.reve import count_parameters
+    from eegfm.pretrain.train import build_module
+
+    with torch.device("meta"):  # count without allocating
+        module = build_module(load_config(args.config, args.overrides))
+    print(f"whole model: {count_parameters(module):,} parameters")
+    print(f"encoder: {count_parameters(module.model.encoder):,}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from eegfm.pretrain.checkpoints import latest_checkpoint
+    from eegfm.pretrain.export import encoder_from_checkpoint, export_encoder
+
+    checkpoint = latest_checkpoint(args.checkpoint)
+    if checkpoint is None:
+        raise FileNotFoundError(f"no complete checkpoint at {args.checkpoint}")
+    export_encoder(encoder_from_checkpoint(checkpoint), args.out)
+    print(f"exported the encoder of {checkpoint} to {args.out} (model.safetensors, config.json)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eegfm", description=__doc__)
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -107,6 +146,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subjects", type=int, default=3)
     p.add_argument("--duration", type=float, default=60.0, help="seconds per recording")
     p.set_defaults(func=_fixtures)
+
+    p = verbs.add_parser("pretrain", help="pretrain on shards as a config says (Lightning; multi-node)")
+    p.add_argument("--config", required=True, help="configs/pretrain/<name>.yaml")
+    p.add_argument("--resume", help="'auto' (the run's newest complete checkpoint, if any), or a checkpoint")
+    p.add_argument("overrides", nargs="*", help="config overrides, key=value (e.g. trainer.max_steps=100)")
+    p.set_defaults(func=_pretrain)
+
+    p = verbs.add_parser("params", help="parameter counts of a pretraining config's model (encoder last)")
+    p.add_argument("--config", required=True)
+    p.add_argument("overrides", nargs="*")
+    p.set_defaults(func=_params)
+
+    p = verbs.add_parser("export", help="a checkpoint's encoder as model.safetensors + config.json")
+    p.add_argument("--checkpoint", required=True, help="a .ckpt file, or a run directory (its newest)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_export)
 
     p = verbs.add_parser("demo", help="end to end on an embedded default corpus")
     p.add_argument("--out", default="shards/demo")

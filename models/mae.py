@@ -99,13 +99,23 @@ class ReveMae(nn.Module):
         self.secondary_to_patch = nn.Linear(width, encoder_config.patch_size)
         nn.init.normal_(self.mask_token, std=0.02)
 
-    def forward(self, eeg: torch.Tensor, positions: torch.Tensor, generator: torch.Generator) -> MaeOutput:
+    def forward(
+        self,
+        eeg: torch.Tensor,
+        positions: torch.Tensor,
+        generator: torch.Generator,
+        mask: torch.Tensor | None = None,
+    ) -> MaeOutput:
+        """`mask` (B, C, P) may come precomputed (built in the loader's workers, off the training step);
+        otherwise it is drawn here from `generator`, which also draws the position jitter."""
         batch, channels, n_times = eeg.shape
         n_patches = self.encoder.config.n_patches(n_times)
+        if mask is None:
+            mask = block_mask(positions, n_patches, self.config, generator)
+        mask = mask.reshape(batch, -1).to(eeg.device)
         if self.training and self.config.position_jitter_m > 0:
             noise = torch.randn(positions.shape, generator=generator).to(positions)
             positions = positions + noise * self.config.position_jitter_m
-        mask = block_mask(positions, n_patches, self.config, generator).reshape(batch, -1)
         tokens = self.encoder.embed(eeg, positions)
         visible = tokens[~mask].reshape(batch, -1, tokens.shape[-1])
         layers = self.encoder.transformer(visible, all_layers=True)
@@ -136,6 +146,20 @@ class ReveMae(nn.Module):
         return MaeOutput(
             loss, reconstruction, secondary, prediction, target, mask.reshape(batch, channels, n_patches)
         )
+
+    def train_flops(self, batch: int, channels: int, n_patches: int) -> float:
+        """Model FLOPs of one forward + backward (matmuls and attention, 3× the forward), for MFU."""
+        encoder, tokens = self.encoder.config, channels * n_patches
+        visible = tokens - round(self.config.mask_ratio * tokens)
+        encoder_params = sum(p.numel() for p in self.encoder.transformer.parameters() if p.dim() == 2)
+        decoder_params = sum(p.numel() for p in self.decoder.parameters() if p.dim() == 2)
+        forward = (
+            2 * encoder_params * visible
+            + 4 * encoder.depth * encoder.heads * encoder.head_dim * visible**2
+            + 2 * decoder_params * tokens
+            + 4 * self.config.decoder_depth * self.config.decoder_dim * tokens**2
+        )
+        return 3.0 * batch * forward
 
 
 def _freqs_for(width: int) -> int:

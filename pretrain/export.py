@@ -55,6 +55,17 @@ def export_encoder(encoder: ReveEncoder, out: str) -> None:
         json.dump(config, f, indent=1)
 
 
+def encoder_from_checkpoint(checkpoint: str) -> ReveEncoder:
+    """The REVE encoder of a pretraining checkpoint (any objective whose model has `.encoder`)."""
+    with fsspec.open(checkpoint, "rb") as f:
+        state = torch.load(f, map_location="cpu", weights_only=True)
+    encoder = ReveEncoder(ReveConfig(**state["hyper_parameters"]["encoder"]))
+    prefix = "model.encoder."
+    weights = {k.removeprefix(prefix): v for k, v in state["state_dict"].items() if k.startswith(prefix)}
+    encoder.load_state_dict(weights)
+    return encoder.eval()
+
+
 def load_encoder(out: str) -> ReveEncoder:
     """Rebuild an exported encoder from its two files."""
     with fsspec.open(join_url(out, CONFIG), "r") as f:

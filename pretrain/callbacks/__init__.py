@@ -1,0 +1,1 @@
+"""One Lightning callback per file."""

@@ -1,0 +1,18 @@
+"""Writes the run's resolved config as `config.yaml` in the run directory, once, from global rank 0."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+from omegaconf import DictConfig, OmegaConf
+
+from eegfm.storage import atomic_write, join_url
+
+
+class SaveRunConfig(pl.Callback):
+    def __init__(self, cfg: DictConfig, run_dir: str):
+        self.cfg, self.run_dir = cfg, run_dir
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero:
+            with atomic_write(join_url(self.run_dir, "config.yaml")) as path, open(path, "w") as f:
+                f.write(OmegaConf.to_yaml(self.cfg, resolve=True))

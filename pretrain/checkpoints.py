@@ -1,0 +1,66 @@
+"""Checkpoints in any fsspec folder (local or `s3://…`), each visible only once complete.
+
+A checkpoint is written to a local temporary file and then renamed (local) or uploaded in one PUT
+(object storage), so an interrupted save never leaves a file that looks complete: the newest `*.ckpt`
+in `checkpoints/` is always loadable, which is all `--resume auto` needs.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import fsspec
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from eegfm.storage import atomic_write, join_url
+
+CHECKPOINTS_DIR = "checkpoints"
+_NAME = re.compile(r"step=(\d+)\.ckpt$")
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step={step:08d}.ckpt"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str, storage_options: Any = None) -> None:
+        with atomic_write(str(path)) as local:
+            torch.save(checkpoint, local)
+
+
+def periodic_checkpoints(run_dir: str, every_n_steps: int, keep: int) -> ModelCheckpoint:
+    """Every `every_n_steps` optimizer steps, keeping the newest `keep` (all when keep < 0)."""
+    return ModelCheckpoint(
+        dirpath=join_url(run_dir, CHECKPOINTS_DIR),
+        filename="{step:08d}",
+        every_n_train_steps=every_n_steps,
+        monitor="step",
+        mode="max",
+        save_top_k=keep,
+        save_last=False,
+        enable_version_counter=False,
+    )
+
+
+def latest_checkpoint(run_dir_or_file: str) -> str | None:
+    """A checkpoint file as it is, or the newest complete checkpoint of a run directory (None if none)."""
+    if run_dir_or_file.endswith(".ckpt"):
+        return run_dir_or_file
+    folder = join_url(run_dir_or_file, CHECKPOINTS_DIR)
+    fs, path = fsspec.core.url_to_fs(folder)
+    if not fs.exists(path):
+        return None
+    steps = {}
+    for entry in fs.ls(path, detail=True, refresh=True):
+        name = entry["name"]
+        found = _NAME.search(name.rsplit("/", 1)[-1])
+        # DeepSpeed saves a folder and writes its `latest` file last: without it the save is incomplete.
+        if found and (entry["type"] != "directory" or fs.exists(join_url(name, "latest"))):
+            steps[int(found[1])] = name
+    if not steps:
+        return None
+    newest = steps[max(steps)]
+    return fs.unstrip_protocol(newest) if "://" in folder else newest
