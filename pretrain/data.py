@@ -119,8 +119,9 @@ def load_table(specs: Sequence[DatasetSpec], split: str) -> ShardTable:
 def epoch_order(table: ShardTable, weights: Sequence[float | None], seed: int, epoch: int) -> np.ndarray:
     """The epoch's samples (global ids) in stream order: each dataset's share, shuffled together.
 
-    With no weights, every sample once. With weights, dataset d gives round(w_d / Σw · N) samples of an
-    N-sample epoch, drawn without replacement until it runs out, then from a fresh permutation.
+    With no weights, every sample once. With weights, dataset d gives w_d / Σw of an epoch as long as all
+    datasets together (rounded by largest remainders), drawn without replacement until it runs out, then
+    from a fresh permutation.
     """
     starts = table.dataset_starts
     sizes = np.diff(starts)
@@ -129,8 +130,9 @@ def epoch_order(table: ShardTable, weights: Sequence[float | None], seed: int, e
     elif any(w is None for w in weights) or any(w <= 0 for w in weights):
         raise ValueError(f"data weights must all be given and positive, or all omitted: {list(weights)}")
     else:
-        share = np.asarray(weights, dtype=np.float64) / sum(weights)
-        counts = np.maximum(np.round(share * sizes.sum()).astype(np.int64), 1)
+        exact = np.asarray(weights, dtype=np.float64) / sum(weights) * sizes.sum()
+        counts = np.floor(exact).astype(np.int64)  # then the largest remainders, so the epoch keeps N
+        counts[np.argsort(counts - exact, kind="stable")[: sizes.sum() - counts.sum()]] += 1
     picks = []
     for d, (start, size, count) in enumerate(zip(starts, sizes, counts, strict=False)):
         rng = np.random.default_rng([seed, epoch, d])

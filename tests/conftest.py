@@ -181,3 +181,27 @@ def braindecode(tmp_path_factory: pytest.TempPathFactory) -> types.ModuleType:
     import braindecode.models
 
     return braindecode.models
+
+
+def _ingest_fixture_corpus(recipe: str, root: Path, out: Path, subjects: int, duration_s: float) -> Path:
+    from eegfm.ingest.fixtures import generate_corpus
+    from eegfm.ingest.recipe import load_recipe
+    from eegfm.ingest.run import run_shards
+
+    generate_corpus(recipe, root, seed=0, n_subjects=subjects, duration_s=duration_s)
+    run_shards(load_recipe(recipe, root=str(root)), str(out), shard_bytes=512 * 1024, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tueg_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A TUEG-like corpus (19- and 21-channel montages, 250/256/512 Hz) ingested into small shards."""
+    base = tmp_path_factory.mktemp("tueg")
+    return _ingest_fixture_corpus("tueg", base / "corpus", base / "shards", subjects=4, duration_s=120.0)
+
+
+@pytest.fixture(scope="session")
+def chbmit_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CHB-MIT-like corpus (bipolar double-banana montage): a second dataset to mix with TUEG."""
+    base = tmp_path_factory.mktemp("chbmit")
+    return _ingest_fixture_corpus("chbmit", base / "corpus", base / "shards", subjects=2, duration_s=60.0)

@@ -1,0 +1,157 @@
+"""The pretraining stream: the epoch plan, rank slicing, the cursor, workers, mixing and decoding."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from eegfm.ingest import contract
+from eegfm.pretrain.data import (
+    Cursor,
+    DatasetSpec,
+    ShardStream,
+    decode_sample,
+    epoch_order,
+    load_table,
+    micro_batches,
+    rank_assignments,
+)
+from eegfm.pretrain.datamodule import dataset_specs
+
+BUDGET = 100  # 100 // 21 = 4 windows of 21 channels, 5 of 19, 4 of 22
+
+
+@pytest.fixture(scope="module")
+def table(tueg_shards: Path):
+    return load_table([DatasetSpec(str(tueg_shards))], "train")
+
+
+def _stream(table, **kwargs) -> ShardStream:
+    options = dict(seed=0, budget=BUDGET, clip=15.0, start=Cursor(), rank=0, world=1, accumulation=1)
+    return ShardStream(table, [None] * (len(table.dataset_starts) - 1), **{**options, **kwargs})
+
+
+def _take(iterator, n: int) -> list:
+    return [next(iterator) for _ in range(n)]
+
+
+def test_table_matches_the_manifest(tueg_shards: Path, table) -> None:
+    manifest = json.loads((tueg_shards / contract.MANIFEST_NAME).read_text())
+    assert len(table) == manifest["totals"]["samples"] == table.dataset_starts[-1]
+    assert len(table.shard_urls) == len(manifest["shards"])
+    assert set(table.channels.tolist()) == {19, 21} and set(table.times.tolist()) == {2000}
+
+
+def test_an_epoch_is_every_sample_once_in_same_shape_micro_batches(table) -> None:
+    order = epoch_order(table, [None], seed=3, epoch=0)
+    assert sorted(order.tolist()) == list(range(len(table)))
+    samples, bounds = micro_batches(table, order, BUDGET)
+    assert sorted(samples.tolist()) == list(range(len(table)))
+    sizes = Counter()
+    for i in range(len(bounds) - 1):
+        rows = samples[bounds[i] : bounds[i + 1]]
+        (channels,) = set(table.channels[rows].tolist())
+        sizes[channels] += 1
+        assert len(rows) <= BUDGET // channels
+    full = {c: sum(table.channels == c) // (BUDGET // c) for c in (19, 21)}
+    partial = {c: int(sum(table.channels == c) % (BUDGET // c) > 0) for c in (19, 21)}
+    assert sizes == {c: full[c] + partial[c] for c in (19, 21)}
+    # Another epoch, another order; the same epoch, the same order.
+    assert not np.array_equal(epoch_order(table, [None], 3, 1), order)
+    assert np.array_equal(epoch_order(table, [None], 3, 0), order)
+
+
+def test_ranks_split_each_step_and_the_cursor_does_not_depend_on_world_size() -> None:
+    n = {0: 23, 1: 23, 2: 23}  # micro-batches planned per epoch
+
+    def steps(world: int, accumulation: int, start: Cursor, count: int) -> list[list]:
+        ranks = [rank_assignments(n.__getitem__, start, r, world, accumulation) for r in range(world)]
+        return [[next(it) for it in ranks for _ in range(accumulation)] for _ in range(count)]
+
+    # Two ranks × two accumulation steps: 5 steps of 4 micro-batches; 3 left out; then epoch 1.
+    plan = steps(2, 2, Cursor(), 6)
+    epoch0 = [(a.epoch, a.index) for step in plan[:5] for a in step]
+    assert sorted(epoch0) == [(0, i) for i in range(20)]
+    # Listed rank by rank: rank r takes micro-batches r·A … r·A + A − 1 of the step.
+    assert [(a.epoch, a.index) for a in plan[5]] == [(1, 0), (1, 1), (1, 2), (1, 3)]
+    assert plan[2][0].after_step == Cursor(0, 12) and plan[4][0].after_step == Cursor(1, 0)
+    # Resume after 3 steps on 3 ranks, no accumulation: the epoch's remaining micro-batches, once each.
+    resumed = steps(3, 1, plan[2][0].after_step, 4)
+    assert sorted(a.index for step in resumed[:3] for a in step) == list(range(12, 21))
+    assert resumed[3][0].epoch == 1 and resumed[2][0].after_step == Cursor(1, 0)
+    with pytest.raises(ValueError, match="fewer than one step"):
+        next(rank_assignments(lambda epoch: 3, Cursor(), 0, 2, 2))
+
+
+def test_stream_batches_are_normalised_shapes_and_carry_their_place(table) -> None:
+    batch = next(iter(_stream(table)))
+    size, channels, n_times = batch["eeg"].shape
+    assert batch["positions"].shape == (size, channels, 3) and n_times == 2000
+    assert size == len(batch["keys"]) <= BUDGET // channels
+    assert batch["eeg"].dtype == torch.float32 and batch["eeg"].abs().max() <= 15.0
+    assert abs(float(batch["eeg"].mean())) < 0.3 and 0.5 < float(batch["eeg"].std()) < 1.5
+    assert (batch["epoch"], batch["index"], batch["cursor"]) == (0, 0, Cursor(0, 1))
+
+
+def test_workers_do_not_change_the_stream(table) -> None:
+    def keys(workers: int) -> list[list[str]]:
+        loader = DataLoader(_stream(table), batch_size=None, num_workers=workers)
+        return [b["keys"] for b in _take(iter(loader), 30)]  # 30 > one epoch: crosses into epoch 1
+
+    assert keys(0) == keys(2)
+
+
+def test_resume_from_a_cursor_continues_the_same_stream(table) -> None:
+    whole = [b["keys"] for b in _take(iter(_stream(table, world=2, rank=1)), 12)]
+    after = _take(iter(_stream(table, world=2, rank=1)), 5)[-1]["cursor"]
+    resumed = [b["keys"] for b in _take(iter(_stream(table, world=2, rank=1, start=after)), 7)]
+    assert resumed == whole[5:]
+
+
+def test_weights_mix_datasets_by_share(tueg_shards: Path, chbmit_shards: Path) -> None:
+    specs = dataset_specs(
+        [{"url": str(tueg_shards), "weight": 1.0}, {"url": str(chbmit_shards), "weight": 1.0}]
+    )
+    table = load_table(specs, "train")
+    tueg, total = table.dataset_starts[1], len(table)
+    order = epoch_order(table, [1.0, 1.0], seed=0, epoch=0)
+    assert len(order) == total
+    from_chbmit = order >= tueg
+    assert abs(from_chbmit.sum() - total / 2) <= 0.5  # 24 windows upsampled to half of the epoch
+    assert len(set(order[~from_chbmit].tolist())) == (~from_chbmit).sum()  # downsampled: no repeats
+    natural = epoch_order(table, [None, None], seed=0, epoch=0)
+    assert sorted(natural.tolist()) == list(range(total))
+    with pytest.raises(ValueError, match="all be given"):
+        epoch_order(table, [1.0, None], 0, 0)
+
+
+def test_bad_statistics_name_the_shard(table) -> None:
+    stream = _stream(table)
+    row = 0
+    url = table.shard_urls[table.shard[row]]
+    with open(url, "rb") as f:
+        f.seek(int(table.offset[row]))
+        blob = f.read(int(table.size[row]))
+    key, eeg, positions = decode_sample(blob, url, 15.0)
+    assert eeg.shape[0] == positions.shape[0] and stream.clip == 15.0
+    broken = blob.replace(b'"channel_std": [', b'"channel_std":[-', 1)  # same length: a negative std
+    with pytest.raises(ValueError, match=f"{url}: sample {key} has unusable channel statistics"):
+        decode_sample(broken, url, 15.0)
+
+
+def test_missing_index_is_a_clear_error(tueg_shards: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "shards"
+    copy.mkdir()
+    for path in tueg_shards.iterdir():
+        if path.is_file() and not path.name.endswith(contract.INDEX_SUFFIX):
+            (copy / path.name).write_bytes(path.read_bytes())
+    with pytest.raises(FileNotFoundError, match="written without indexes"):
+        load_table([DatasetSpec(str(copy))], "train")
+    with pytest.raises(ValueError, match="no shard of split 'val'"):
+        load_table([DatasetSpec(str(tueg_shards))], "val")
