@@ -8,10 +8,11 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from omegaconf import OmegaConf
 from torch.optim.lr_scheduler import LambdaLR
 
 from eegfm.models.mae import MaeConfig, ReveMae, block_mask
-from eegfm.models.reve import ReveConfig
+from eegfm.models.reve import SIZES, ReveConfig
 from eegfm.pretrain.data import batch_generator
 from eegfm.pretrain.schedule import warmup_plateau_cooldown
 
@@ -82,7 +83,7 @@ class MaePretraining(pl.LightningModule):
 
     @classmethod
     def from_config(cls, cfg: Any) -> MaePretraining:
-        from eegfm.models.reve import SIZES
-
-        encoder = {**asdict(SIZES[cfg.model.size]), **dict(cfg.model.get("overrides") or {})}
-        return cls(encoder, dict(cfg.mae), dict(cfg.optim), int(cfg.data.seed), int(cfg.trainer.max_steps))
+        # Plain containers: the hyper-parameters go into checkpoints, which load with weights_only=True.
+        plain = partial(OmegaConf.to_container, resolve=True)
+        encoder = {**asdict(SIZES[cfg.model.size]), **plain(cfg.model.overrides)}
+        return cls(encoder, plain(cfg.mae), plain(cfg.optim), int(cfg.data.seed), int(cfg.trainer.max_steps))

@@ -1,0 +1,305 @@
+"""`eegfm pretrain` end to end on fixture shards: resume after SIGKILL (on S3) and SIGTERM, DDP with 2
+processes and 2 nodes, resuming on another world size, learning, export."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import fsspec
+import pytest
+import torch
+from conftest import REPO
+
+CONFIG = str(REPO / "configs" / "pretrain" / "reve_tiny.yaml")
+# Single-threaded processes: the tests run several on two cores.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def _pretrain(
+    shards: Path, run_dir: str, keys: Path, *overrides: str, resume: str | None = None
+) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "eegfm.cli",
+        "pretrain",
+        "--config",
+        CONFIG,
+        *(["--resume", resume] if resume else []),
+        f"data.shards=[{shards}]",
+        f"run.dir={run_dir}",
+        f"logging.sample_keys={keys}",
+        "logging.tensorboard=false",
+        "data.channel_budget=100",
+        *overrides,
+    ]
+
+
+def _run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
+    done = subprocess.run(command, env=kwargs.pop("env", ENV), capture_output=True, text=True, **kwargs)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def _keys_by_step(folder: Path) -> dict[int, dict[int, list[str]]]:
+    """{rank: {step: keys}} from the sample logs; a step logged twice (redone after a kill) keeps the last."""
+    steps: dict[int, dict[int, list[str]]] = defaultdict(dict)
+    for path in sorted(folder.glob("rank-*.tsv")):
+        rank = int(path.stem.split("-")[1])
+        for line in path.read_text().splitlines():
+            step, _epoch, _index, keys = line.split("\t")
+            steps[rank].setdefault(int(step), [])
+            steps[rank][int(step)] = keys.split(",")  # accumulation: one line per micro-batch
+    return dict(steps)
+
+
+def _micro_batches(folder: Path) -> list[tuple[int, int, int, list[str]]]:
+    """(step, epoch, index, keys) of every rank's micro-batches, the last of any repeated (step, index)."""
+    rows = {}
+    for path in sorted(folder.glob("rank-*.tsv")):
+        for line in path.read_text().splitlines():
+            step, epoch, index, keys = line.split("\t")
+            rows[(int(epoch), int(index))] = (int(step), int(epoch), int(index), keys.split(","))
+    return sorted(rows.values())
+
+
+def _losses(metrics: str) -> dict[int, float]:
+    with fsspec.open(metrics, "r") as f:
+        return {int(r["step"]): float(r["loss"]) for r in csv.DictReader(f) if r["loss"]}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tueg_shards: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """40 steps in one go, checkpoints every 10: what interrupted runs must reproduce."""
+    base = tmp_path_factory.mktemp("uninterrupted")
+    _run(
+        _pretrain(
+            tueg_shards,
+            str(base / "run"),
+            base / "keys",
+            "trainer.max_steps=40",
+            "checkpoint.every_n_steps=10",
+        )
+    )
+    return base
+
+
+def test_run_directory_holds_config_metrics_and_checkpoints(uninterrupted: Path) -> None:
+    run = uninterrupted / "run"
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        f"step=000000{s}.ckpt"
+        for s in (20, 30, 40)  # keep: 3
+    ]
+    config = (run / "config.yaml").read_text()
+    assert "channel_budget: 100" in config and "max_steps: 40" in config
+    losses = _losses(str(run / "metrics.csv"))
+    assert sorted(losses) == list(range(4, 40, 5))  # logged every 5 steps, step column 0-based
+    with open(run / "metrics.csv") as f:
+        columns = next(csv.reader(f))
+    assert {
+        "step",
+        "loss",
+        "lr",
+        "reconstruction_loss",
+        "secondary_loss",
+        "windows_per_s",
+        "tokens_per_s",
+    } <= set(columns)
+
+
+@pytest.mark.slow
+@pytest.mark.s3
+def test_killed_run_on_s3_resumes_exactly(
+    s3_env, tueg_shards: Path, uninterrupted: Path, tmp_path: Path
+) -> None:
+    fs = fsspec.filesystem("s3")
+    fs.mkdir("runs")
+    command = _pretrain(
+        tueg_shards,
+        "s3://runs/tiny",
+        tmp_path / "keys",
+        "trainer.max_steps=40",
+        "checkpoint.every_n_steps=10",
+    )
+    env = {**ENV, **s3_env.env()}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not fs.exists("runs/tiny/checkpoints/step=00000010.ckpt"):
+        fs.invalidate_cache()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    fs.invalidate_cache()
+    assert fs.exists("runs/tiny/checkpoints/step=00000010.ckpt"), process.stderr.read().decode()[-3000:]
+    assert not fs.exists("runs/tiny/checkpoints/step=00000040.ckpt"), "the run finished before the kill"
+
+    _run([*command[:4], "--resume", "auto", *command[4:]], env=env)
+    assert _keys_by_step(tmp_path / "keys") == _keys_by_step(uninterrupted / "keys")
+    resumed, whole = (
+        _losses("s3://runs/tiny/metrics.csv"),
+        _losses(str(uninterrupted / "run" / "metrics.csv")),
+    )
+    assert sorted(resumed) == sorted(whole)  # the curve joins: each step once
+    for step in whole:
+        assert resumed[step] == pytest.approx(whole[step], rel=1e-4), step
+    assert fs.exists("runs/tiny/checkpoints/step=00000040.ckpt")
+
+
+def test_a_run_with_checkpoints_needs_resume(tueg_shards: Path, uninterrupted: Path, tmp_path: Path) -> None:
+    done = subprocess.run(
+        _pretrain(tueg_shards, str(uninterrupted / "run"), tmp_path / "keys"),
+        env=ENV,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2 and "pass --resume auto" in done.stderr
+
+
+@pytest.mark.slow
+def test_sigterm_saves_at_the_step_boundary_and_resumes(
+    tueg_shards: Path, uninterrupted: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    command = _pretrain(
+        tueg_shards, str(run), tmp_path / "keys", "trainer.max_steps=40", "checkpoint.every_n_steps=10"
+    )
+    process = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (run / "checkpoints" / "step=00000010.ckpt").exists():
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(60) == 0, process.stderr.read()[-3000:]
+    saved = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert saved[-1] not in ("step=00000010.ckpt", "step=00000040.ckpt"), saved  # saved where it stopped
+    _run([*command[:4], "--resume", "auto", *command[4:]])
+    assert _keys_by_step(tmp_path / "keys") == _keys_by_step(uninterrupted / "keys")
+    # The same curve; the stopped run also logged the step it stopped at, off the every-5-steps schedule.
+    resumed, whole = _losses(str(run / "metrics.csv")), _losses(str(uninterrupted / "run" / "metrics.csv"))
+    assert set(whole) <= set(resumed) and len(resumed) <= len(whole) + 1
+    assert {s: resumed[s] for s in whole} == pytest.approx(whole, rel=1e-5)
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tueg_shards: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two processes (DDP, gloo) for 4 steps."""
+    base = tmp_path_factory.mktemp("ddp")
+    _run(
+        _pretrain(
+            tueg_shards,
+            str(base / "run"),
+            base / "keys",
+            "trainer.max_steps=4",
+            "trainer.devices=2",
+            "checkpoint.every_n_steps=4",
+        )
+    )
+    return base
+
+
+@pytest.mark.slow
+def test_ddp_ranks_split_each_step_and_resume_on_one_process(ddp_run: Path, tueg_shards: Path) -> None:
+    steps = _keys_by_step(ddp_run / "keys")
+    assert sorted(steps) == [0, 1] and sorted(steps[0]) == sorted(steps[1]) == [0, 1, 2, 3]
+    for step in range(4):
+        assert not set(steps[0][step]) & set(steps[1][step])
+    # Continue the 2-process run on one process: epoch 0 ends with every window seen exactly once.
+    _run(
+        _pretrain(tueg_shards, str(ddp_run / "run"), ddp_run / "keys", "trainer.max_steps=20", resume="auto")
+    )
+    batches = _micro_batches(ddp_run / "keys")
+    epoch0 = [b for b in batches if b[1] == 0]
+    assert [b[2] for b in epoch0] == list(range(len(epoch0)))  # micro-batches 0, 1, 2, … once each
+    keys = [k for b in epoch0 for k in b[3]]
+    assert len(keys) == len(set(keys)) == 95  # every window of the fixture corpus, none twice
+    # 22 micro-batches an epoch: steps 0-3 took 2 each, steps 4-17 one each; steps 18-19 go on into epoch 1.
+    assert [(b[0], b[1]) for b in batches if b[0] >= 17] == [(17, 0), (18, 1), (19, 1)]
+
+
+@pytest.mark.slow
+def test_two_nodes_through_torchrun_match_two_local_processes(
+    ddp_run: Path, tueg_shards: Path, tmp_path: Path
+) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = _pretrain(
+        tueg_shards, str(tmp_path / "run"), tmp_path / "keys", "trainer.max_steps=4", "trainer.num_nodes=2"
+    )
+    nodes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nnodes=2",
+                f"--node-rank={node}",
+                "--nproc-per-node=1",
+                "--master-addr=127.0.0.1",
+                f"--master-port={port}",
+                *command[1:],
+            ],
+            env=ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for node in (0, 1)
+    ]
+    for node in nodes:
+        assert node.wait(300) == 0, node.stderr.read()[-3000:]
+    assert _keys_by_step(tmp_path / "keys") == {
+        rank: {s: k for s, k in steps.items() if s < 4}
+        for rank, steps in _keys_by_step(ddp_run / "keys").items()
+    }
+    two_nodes, two_processes = (
+        _losses(str(tmp_path / "run" / "metrics.csv")),
+        _losses(str(ddp_run / "run" / "metrics.csv")),
+    )
+    assert two_nodes == pytest.approx({s: v for s, v in two_processes.items() if s < 4}, rel=1e-5)
+
+
+def test_export_from_a_run_directory(uninterrupted: Path, tmp_path: Path) -> None:
+    from eegfm.pretrain.export import encoder_from_checkpoint, load_encoder
+
+    done = _run(
+        [
+            sys.executable,
+            "-m",
+            "eegfm.cli",
+            "export",
+            "--checkpoint",
+            str(uninterrupted / "run"),
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert "step=00000040.ckpt" in done.stdout
+    exported = load_encoder(str(tmp_path)).eval()
+    trained = encoder_from_checkpoint(str(uninterrupted / "run" / "checkpoints" / "step=00000040.ckpt"))
+    eeg, positions = torch.randn(2, 19, 2000), torch.rand(2, 19, 3) * 0.1
+    with torch.no_grad():
+        torch.testing.assert_close(exported(eeg, positions), trained(eeg, positions))
+
+
+def test_params_prints_the_encoder_count_last() -> None:
+    done = _run(
+        [
+            sys.executable,
+            "-m",
+            "eegfm.cli",
+            "params",
+            "--config",
+            str(REPO / "configs/pretrain/reve_base.yaml"),
+        ]
+    )
+    last = done.stdout.strip().splitlines()[-1]
+    assert last.startswith("encoder:") and abs(int(last.split()[-1].replace(",", "")) / 69.2e6 - 1) < 0.02
