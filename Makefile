@@ -11,7 +11,7 @@ WORKERS ?= 1
 DEMO_DIR ?= shards/demo
 PYTEST_ARGS ?=
 
-.PHONY: help setup lock demo shards merge fixtures test lint format bench-ingest clean
+.PHONY: help setup lock demo shards merge fixtures test lint format bench-ingest bench-train clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -51,6 +51,9 @@ format: $(STAMP)
 
 bench-ingest: $(STAMP)  ## ingest throughput vs a plain MNE pipeline, and peak memory vs recording length
 	$(BIN)/python -m eegfm.ingest.bench
+
+bench-train: $(STAMP)  ## loader windows/s per core, CPU model throughput, GPU tokens/s and MFU (when there is one)
+	$(BIN)/python -m eegfm.pretrain.bench
 
 clean:
 	rm -rf $(VENV) shards/demo

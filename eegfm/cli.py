@@ -65,18 +65,39 @@ def _fixtures(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    """The embedded default: generate a small TUEG-like corpus, ingest it, say where everything is."""
+    """The embedded default, end to end: a generated TUEG-like corpus → shards → a short MAE pretraining
+    on the CPU → a checkpoint → the exported encoder; says where each is. Run again, it resumes."""
+    from eegfm.config import CONFIG_DIR, load_config
     from eegfm.ingest.fixtures import generate_corpus
     from eegfm.ingest.recipe import load_recipe
     from eegfm.ingest.run import run_shards
+    from eegfm.pretrain.checkpoints import latest_checkpoint
+    from eegfm.pretrain.export import encoder_from_checkpoint, export_encoder
+    from eegfm.pretrain.train import run_pretraining
 
-    corpus = str(Path(args.out) / "corpus")
-    out = str(Path(args.out) / "shards")
+    corpus, out, run, encoder = (
+        str(Path(args.out) / name) for name in ("corpus", "shards", "run", "encoder")
+    )
     made = generate_corpus("tueg", corpus, seed=0, n_subjects=args.subjects, duration_s=args.duration)
     print(f"corpus:   {corpus} ({len(made)} TUEG-like EDF files with TUH's layout, labels and header quirks)")
     recipe = load_recipe("tueg", root=corpus)
-    manifest = run_shards(recipe, out, workers=args.workers, shard_bytes=16 * 1024 * 1024, progress=True)
+    manifest = run_shards(recipe, out, workers=args.workers, shard_bytes=1024 * 1024, progress=True)
     _print_summary(manifest, out)
+    cfg = load_config(
+        CONFIG_DIR / "pretrain" / "reve_tiny.yaml",
+        [
+            f"data.shards=[{out}]",
+            f"run.dir={run}",
+            f"trainer.max_steps={args.steps}",
+            "logging.progress_bar=true",
+        ],
+    )
+    run_pretraining(cfg, resume="auto")
+    checkpoint = latest_checkpoint(run)
+    export_encoder(encoder_from_checkpoint(checkpoint), encoder)
+    print(f"run:        {run} (config.yaml, metrics.csv, tensorboard/)")
+    print(f"checkpoint: {checkpoint}")
+    print(f"encoder:    {encoder} (model.safetensors + config.json; loads into braindecode's REVE)")
     return 0
 
 
@@ -168,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subjects", type=int, default=4)
     p.add_argument("--duration", type=float, default=120.0, help="seconds per recording")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--steps", type=int, default=60, help="pretraining steps (reve_tiny on the CPU)")
     p.set_defaults(func=_demo)
     return parser
 

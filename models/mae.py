@@ -148,16 +148,23 @@ class ReveMae(nn.Module):
         )
 
     def train_flops(self, batch: int, channels: int, n_patches: int) -> float:
-        """Model FLOPs of one forward + backward (matmuls and attention, 3× the forward), for MFU."""
-        encoder, tokens = self.encoder.config, channels * n_patches
-        visible = tokens - round(self.config.mask_ratio * tokens)
-        encoder_params = sum(p.numel() for p in self.encoder.transformer.parameters() if p.dim() == 2)
-        decoder_params = sum(p.numel() for p in self.decoder.parameters() if p.dim() == 2)
+        """Model FLOPs of one forward + backward (3× the forward's matmuls and attention), for MFU."""
+        encoder, config = self.encoder.config, self.config
+        tokens = channels * n_patches
+        masked = round(config.mask_ratio * tokens)
+        visible = tokens - masked
+
+        def matrix_params(module: nn.Module) -> int:
+            return sum(p.numel() for p in module.parameters() if p.dim() == 2)
+
         forward = (
-            2 * encoder_params * visible
-            + 4 * encoder.depth * encoder.heads * encoder.head_dim * visible**2
-            + 2 * decoder_params * tokens
-            + 4 * self.config.decoder_depth * self.config.decoder_dim * tokens**2
+            2 * encoder.patch_size * encoder.embed_dim * tokens  # patch embedding
+            + 2 * matrix_params(self.encoder.transformer) * visible
+            + 4 * encoder.depth * encoder.heads * encoder.head_dim * visible**2  # QKᵀ and AV
+            + 2 * encoder.embed_dim * config.decoder_dim * visible  # into the decoder
+            + 2 * matrix_params(self.decoder) * tokens
+            + 4 * config.decoder_depth * config.decoder_dim * tokens**2
+            + 2 * 2 * config.decoder_dim * encoder.patch_size * masked  # both heads back to patches
         )
         return 3.0 * batch * forward
 

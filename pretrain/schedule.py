@@ -22,5 +22,5 @@ def warmup_plateau_cooldown(
     decay_start = total_steps - cooldown
     if step < decay_start or cooldown == 0:
         return 1.0
-    progress = min((step - decay_start) / cooldown, 1.0)
+    progress = min((step - decay_start + 1) / cooldown, 1.0)  # min_ratio at the last step
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))

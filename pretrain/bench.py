@@ -1,0 +1,156 @@
+"""`make bench-train`: loader windows/s per core, CPU model throughput, and GPU tokens/s and MFU.
+
+- Loader: fixture corpora of 19-22 (TUEG-, CHB-MIT-like) and 64 channels (BioSemi-like) are ingested into
+  local shards; one process streams micro-batches of REVE's 4,800 channel-window budget (ranged reads,
+  decode, normalisation, batching, the MAE's masks) on one core. Target: 3,000 windows/s per core.
+- Model on the CPU: forward + backward of the `reve_tiny` MAE, windows/s and tokens/s.
+- Model on a GPU (when there is one): the `reve_base` MAE in bf16 autocast with AdamW steps, tokens/s and
+  model FLOPs utilisation against the chip's dense bf16 peak (target ≥ 40 % on an H100).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import torch  # noqa: E402 - after the thread limits
+
+from eegfm.ingest.fixtures import generate_corpus  # noqa: E402
+from eegfm.ingest.recipe import load_recipe  # noqa: E402
+from eegfm.ingest.run import run_shards  # noqa: E402
+from eegfm.models.mae import MaeConfig, ReveMae  # noqa: E402
+from eegfm.models.reve import SIZES  # noqa: E402
+from eegfm.pretrain.callbacks.throughput import peak_flops  # noqa: E402
+from eegfm.pretrain.data import Cursor, DatasetSpec, ShardStream, load_table  # noqa: E402
+from eegfm.pretrain.mae import add_masks  # noqa: E402
+
+BUDGET = 4800
+
+
+def _shards(work: Path, recipe: str, subjects: int, duration_s: float) -> Path:
+    out = work / f"{recipe}-shards"
+    generate_corpus(recipe, work / recipe, seed=0, n_subjects=subjects, duration_s=duration_s)
+    run_shards(load_recipe(recipe, root=str(work / recipe)), str(out), progress=False)
+    return out
+
+
+def loader(shards: Path, seconds: float, masks: bool) -> dict[str, float]:
+    """Windows/s of one process streaming `shards` (its table read once, as a worker would)."""
+    from functools import partial
+
+    table = load_table([DatasetSpec(str(shards))], "train")
+    transform = partial(add_masks, mae=MaeConfig(), encoder=SIZES["reve_base"]) if masks else None
+    stream = ShardStream(
+        table,
+        [None],
+        seed=0,
+        budget=BUDGET,
+        clip=15.0,
+        start=Cursor(),
+        rank=0,
+        world=1,
+        accumulation=1,
+        transform=transform,
+    )
+    batches = iter(stream)
+    next(batches)  # warm-up: the epoch plan, file handles
+    windows, channels, started = 0, 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        batch = next(batches)
+        windows += batch["eeg"].shape[0]
+        channels += batch["eeg"].shape[0] * batch["eeg"].shape[1]
+    elapsed = time.perf_counter() - started
+    return {"windows_per_s": windows / elapsed, "mean_channels": channels / max(windows, 1)}
+
+
+def model_step(
+    size: str, mae: MaeConfig, device: str, batch: int, channels: int, steps: int
+) -> dict[str, float]:
+    """Timed training steps (forward, backward, AdamW) on random windows of `channels` × 10 s."""
+    torch.manual_seed(0)
+    model = ReveMae(SIZES[size], mae).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device == "cuda")
+    eeg = torch.randn(batch, channels, 2000, device=device)
+    positions = torch.rand(batch, channels, 3, device=device) * 0.2 - 0.1
+    generator = torch.Generator().manual_seed(0)
+    mask = add_masks({"eeg": eeg, "positions": positions.cpu()}, generator, mae=mae, encoder=SIZES[size])[
+        "mask"
+    ]
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda")
+
+    def step() -> None:
+        with autocast:
+            loss = model(eeg, positions, generator, mask=mask).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for _ in range(3):
+        step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    elapsed = (time.perf_counter() - started) / steps
+    n_patches = SIZES[size].n_patches(2000)
+    result = {
+        "windows_per_s": batch / elapsed,
+        "tokens_per_s": batch * channels * n_patches / elapsed,
+        "step_s": elapsed,
+    }
+    peak = peak_flops(torch.device(device))
+    if peak:
+        result["mfu"] = model.train_flops(batch, channels, n_patches) / elapsed / peak
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=10.0, help="timed seconds per loader measurement")
+    parser.add_argument("--work", help="folder for the fixture shards (default: a temporary one)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(args.work or tmp)
+        print("loader, one process on one core, 4,800 channel-windows per micro-batch:")
+        for recipe, subjects, duration in (("tueg", 6, 300.0), ("chbmit", 3, 300.0), ("biosemi", 2, 300.0)):
+            shards = _shards(work, recipe, subjects, duration)
+            for masks in (False, True):
+                r = loader(shards, args.seconds, masks)
+                what = "with MAE masks" if masks else "decode+normalise+batch"
+                print(
+                    f"  {recipe:8s} {r['mean_channels']:5.1f} channels  {what:24s} "
+                    f"{r['windows_per_s']:8.0f} windows/s"
+                )
+    cpu = model_step(
+        "reve_tiny", MaeConfig(decoder_dim=64, decoder_depth=1, decoder_heads=2), "cpu", 16, 21, 10
+    )
+    print(
+        f"model, reve_tiny MAE on the CPU ({torch.get_num_threads()} thread), 16 × 21-channel windows: "
+        f"{cpu['windows_per_s']:.0f} windows/s, {cpu['tokens_per_s']:.0f} tokens/s"
+    )
+    if not torch.cuda.is_available():
+        print("GPU: none here; on a GPU machine this prints reve_base bf16 tokens/s and MFU")
+        return
+    torch.backends.cuda.matmul.allow_tf32 = True
+    name = torch.cuda.get_device_name()
+    for channels in (21, 64):
+        gpu = model_step("reve_base", MaeConfig(), "cuda", BUDGET // channels, channels, 20)
+        mfu = f", MFU {100 * gpu['mfu']:.1f} %" if "mfu" in gpu else ""
+        print(
+            f"model, reve_base MAE bf16 on {name}, {BUDGET // channels} × {channels}-channel windows: "
+            f"{gpu['tokens_per_s']:.0f} tokens/s, {gpu['windows_per_s']:.0f} windows/s{mfu}"
+        )
+
+
+if __name__ == "__main__":
+    main()
