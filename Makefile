@@ -21,6 +21,8 @@ $(STAMP): pyproject.toml requirements.lock requirements-interop.lock
 	# torch first, alone: with it installed, nothing later can ask pip for another build.
 	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0
 	$(BIN)/pip install -q --disable-pip-version-check -c requirements.lock -e '.[dev]'
+	# DeepSpeed ships as source whose build imports torch: build it against this torch, ops compiled on use.
+	DS_BUILD_OPS=0 $(BIN)/pip install -q --disable-pip-version-check --no-build-isolation -c requirements.lock deepspeed
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps -r requirements-interop.lock
 	touch $@
 
@@ -30,6 +32,7 @@ lock:  ## re-resolve the dependencies into requirements.lock (needs network)
 	rm -rf /tmp/eegfm-lock && $(PYTHON) -m venv /tmp/eegfm-lock
 	/tmp/eegfm-lock/bin/pip install -q torch==2.13.0
 	/tmp/eegfm-lock/bin/pip install -q -e '.[dev]'
+	DS_BUILD_OPS=0 /tmp/eegfm-lock/bin/pip install -q --no-build-isolation deepspeed
 	/tmp/eegfm-lock/bin/pip freeze --exclude-editable | grep -v '^-e' > requirements.lock
 
 demo: $(STAMP)  ## the embedded default end to end: generate a small corpus, ingest it, report where things are

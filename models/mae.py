@@ -34,29 +34,37 @@ def block_mask(
 
     Built on the (channel, patch) grid that the tokens flatten channel-major, so a block is a spatial
     neighbourhood over consecutive patches (the public REVE code builds its mask in the transposed order,
-    which scatters its "blocks" into random tokens). Vectorised over the batch, one block per round.
+    which scatters its "blocks" into random tokens). Vectorised over the batch; each round places as many
+    blocks per sample as fill at most half of what it still lacks (one, near the end), and the last one is
+    trimmed at random to land exactly on the count.
     """
     batch, channels, _ = positions.shape
     rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=generator)))
     target = round(config.mask_ratio * channels * n_patches)
-    xyz = positions.detach().float().cpu().numpy()
-    near = np.linalg.norm(xyz[:, :, None] - xyz[:, None], axis=-1) <= config.block_radius_m  # (B, C, C)
-    rows = np.arange(batch)
+    xyz = positions.detach().float().cpu()
+    near = (torch.cdist(xyz, xyz) <= config.block_radius_m).numpy()  # (B, C, C)
+    block_tokens = near.sum(axis=2).mean(axis=1) * min(config.block_patches, n_patches)  # (B,) on average
+    rows = np.arange(batch)[:, None]
     n_dropped = min(round(config.channel_dropout * channels), target // max(n_patches, 1))
     dropped = np.argsort(rng.random((batch, channels)), axis=1) < n_dropped  # rank < n: n random channels
     masks = np.repeat(dropped[:, :, None], n_patches, axis=2)
     count = masks.sum(axis=(1, 2))
     time = np.arange(n_patches)
-    while (count < target).any():  # one block per sample and round, until every sample has its count
-        seed = rng.integers(channels, size=batch)
-        start = rng.integers(max(n_patches - config.block_patches, 0) + 1, size=batch)
-        in_time = (time >= start[:, None]) & (time < start[:, None] + config.block_patches)
-        new = near[rows, seed][:, :, None] & in_time[:, None, :] & ~masks & (count < target)[:, None, None]
+    while (count < target).any():
+        lacking = target - count
+        blocks = np.where(lacking > 0, np.maximum(lacking // (2 * block_tokens), 1), 0).astype(int)  # (B,)
+        most = int(blocks.max())
+        seeds = rng.integers(channels, size=(batch, most))
+        starts = rng.integers(max(n_patches - config.block_patches, 0) + 1, size=(batch, most, 1))
+        in_time = (time >= starts) & (time < starts + config.block_patches)  # (B, K, P)
+        placed = near[rows, seeds] & (np.arange(most) < blocks[:, None])[:, :, None]  # (B, K, C)
+        new = (placed[..., None] & in_time[:, :, None, :]).any(axis=1) & ~masks
         excess = count + new.sum(axis=(1, 2)) - target
-        if (excess > 0).any():  # trim the last block at random so every sample masks exactly `target`
-            keys = np.where(new, rng.random(new.shape), np.inf).reshape(batch, -1)
-            rank = np.argsort(np.argsort(keys, axis=1), axis=1).reshape(new.shape)
-            new &= ~(rank < np.maximum(excess, 0)[:, None, None])
+        over = np.flatnonzero(excess > 0)
+        if over.size:
+            keys = np.where(new[over], rng.random((over.size, *new.shape[1:])), np.inf).reshape(over.size, -1)
+            rank = np.argsort(np.argsort(keys, axis=1), axis=1).reshape(over.size, *new.shape[1:])
+            new[over] &= ~(rank < excess[over, None, None])
         masks |= new
         count = masks.sum(axis=(1, 2))
     return torch.from_numpy(masks).to(positions.device)

@@ -27,7 +27,7 @@ from eegfm.ingest.run import run_shards  # noqa: E402
 from eegfm.models.mae import MaeConfig, ReveMae  # noqa: E402
 from eegfm.models.reve import SIZES  # noqa: E402
 from eegfm.pretrain.callbacks.throughput import peak_flops  # noqa: E402
-from eegfm.pretrain.data import Cursor, DatasetSpec, ShardStream, load_table  # noqa: E402
+from eegfm.pretrain.data import Cursor, DatasetSpec, ShardStream, ShardTable, load_table  # noqa: E402
 from eegfm.pretrain.mae import add_masks  # noqa: E402
 
 BUDGET = 4800
@@ -40,11 +40,25 @@ def _shards(work: Path, recipe: str, subjects: int, duration_s: float) -> Path:
     return out
 
 
-def loader(shards: Path, seconds: float, masks: bool) -> dict[str, float]:
-    """Windows/s of one process streaming `shards` (its table read once, as a worker would)."""
+def loader(shards: Path, seconds: float, masks: bool, channels: int | None = None) -> dict[str, float]:
+    """Windows/s of one process streaming `shards` (its table read once, as a worker would), only the
+    windows with `channels` channels if given."""
     from functools import partial
 
-    table = load_table([DatasetSpec(str(shards))], "train")
+    from eegfm.storage import read_json
+
+    (split, *_) = read_json(str(shards / "manifest.json"))["totals"]["per_split"]
+    table = load_table([DatasetSpec(str(shards))], split)
+    if channels is not None:
+        keep = table.channels == channels
+        table = ShardTable(
+            table.shard_urls,
+            *(
+                column[keep]
+                for column in (table.shard, table.offset, table.size, table.channels, table.times)
+            ),
+            dataset_starts=[0, int(keep.sum())],
+        )
     transform = partial(add_masks, mae=MaeConfig(), encoder=SIZES["reve_base"]) if masks else None
     stream = ShardStream(
         table,
@@ -122,10 +136,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work or tmp)
         print("loader, one process on one core, 4,800 channel-windows per micro-batch:")
-        for recipe, subjects, duration in (("tueg", 6, 300.0), ("chbmit", 3, 300.0), ("biosemi", 2, 300.0)):
-            shards = _shards(work, recipe, subjects, duration)
+        runs = (("tueg", 6, None), ("chbmit", 3, None), ("biosemi", 2, 64), ("biosemi", 2, 128))
+        made: dict[str, Path] = {}
+        for recipe, subjects, channels in runs:
+            if recipe not in made:
+                made[recipe] = _shards(work, recipe, subjects, 300.0)
+            shards = made[recipe]
             for masks in (False, True):
-                r = loader(shards, args.seconds, masks)
+                r = loader(shards, args.seconds, masks, channels)
                 what = "with MAE masks" if masks else "decode+normalise+batch"
                 print(
                     f"  {recipe:8s} {r['mean_channels']:5.1f} channels  {what:24s} "

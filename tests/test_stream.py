@@ -138,11 +138,13 @@ def test_bad_statistics_name_the_shard(table) -> None:
     with open(url, "rb") as f:
         f.seek(int(table.offset[row]))
         blob = f.read(int(table.size[row]))
-    key, eeg, positions = decode_sample(blob, url, 15.0)
-    assert eeg.shape[0] == positions.shape[0] and stream.clip == 15.0
+    eeg = torch.empty((int(table.channels[row]), int(table.times[row])))
+    key, positions = decode_sample(blob, url, 15.0, eeg)
+    assert positions.shape == (eeg.shape[0], 3) and stream.clip == 15.0
+    assert eeg.abs().max() <= 15.0 and abs(float(eeg.mean())) < 1
     broken = blob.replace(b'"channel_std": [', b'"channel_std":[-', 1)  # same length: a negative std
     with pytest.raises(ValueError, match=f"{url}: sample {key} has unusable channel statistics"):
-        decode_sample(broken, url, 15.0)
+        decode_sample(broken, url, 15.0, eeg)
 
 
 def test_missing_index_is_a_clear_error(tueg_shards: Path, tmp_path: Path) -> None:
