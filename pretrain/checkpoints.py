@@ -12,7 +12,6 @@ from typing import Any
 
 import fsspec
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from eegfm.storage import atomic_write, join_url
@@ -31,36 +30,25 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             torch.save(checkpoint, local)
 
 
-def periodic_checkpoints(run_dir: str, every_n_steps: int, keep: int) -> ModelCheckpoint:
-    """Every `every_n_steps` optimizer steps, keeping the newest `keep` (all when keep < 0)."""
-    return ModelCheckpoint(
-        dirpath=join_url(run_dir, CHECKPOINTS_DIR),
-        filename="{step:08d}",
-        every_n_train_steps=every_n_steps,
-        monitor="step",
-        mode="max",
-        save_top_k=keep,
-        save_last=False,
-        enable_version_counter=False,
-    )
-
-
-def latest_checkpoint(run_dir_or_file: str) -> str | None:
-    """A checkpoint file as it is, or the newest complete checkpoint of a run directory (None if none)."""
-    if run_dir_or_file.endswith(".ckpt"):
-        return run_dir_or_file
-    folder = join_url(run_dir_or_file, CHECKPOINTS_DIR)
+def list_checkpoints(run_dir: str) -> list[str]:
+    """The run's complete checkpoints, oldest first, as URLs (or local paths)."""
+    folder = join_url(run_dir, CHECKPOINTS_DIR)
     fs, path = fsspec.core.url_to_fs(folder)
     if not fs.exists(path):
-        return None
+        return []
     steps = {}
     for entry in fs.ls(path, detail=True, refresh=True):
         name = entry["name"]
         found = _NAME.search(name.rsplit("/", 1)[-1])
         # DeepSpeed saves a folder and writes its `latest` file last: without it the save is incomplete.
         if found and (entry["type"] != "directory" or fs.exists(join_url(name, "latest"))):
-            steps[int(found[1])] = name
-    if not steps:
-        return None
-    newest = steps[max(steps)]
-    return fs.unstrip_protocol(newest) if "://" in folder else newest
+            steps[int(found[1])] = fs.unstrip_protocol(name) if "://" in folder else name
+    return [steps[step] for step in sorted(steps)]
+
+
+def latest_checkpoint(run_dir_or_file: str) -> str | None:
+    """A checkpoint file as it is, or the newest complete checkpoint of a run directory (None if none)."""
+    if run_dir_or_file.endswith(".ckpt"):
+        return run_dir_or_file
+    found = list_checkpoints(run_dir_or_file)
+    return found[-1] if found else None

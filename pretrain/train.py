@@ -13,12 +13,13 @@ from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, FSDPStr
 from omegaconf import DictConfig, OmegaConf
 
 from eegfm.models.layers import Attention, FeedForward
-from eegfm.pretrain.callbacks.boundary_checkpoint import BoundaryCheckpoint
+from eegfm.pretrain.callbacks.rng_state import RngState
 from eegfm.pretrain.callbacks.run_config import SaveRunConfig
 from eegfm.pretrain.callbacks.sample_log import SampleLog
+from eegfm.pretrain.callbacks.step_checkpoints import StepCheckpoints
 from eegfm.pretrain.callbacks.stream_cursor import StreamCursor
 from eegfm.pretrain.callbacks.throughput import Throughput
-from eegfm.pretrain.checkpoints import AtomicCheckpointIO, latest_checkpoint, periodic_checkpoints
+from eegfm.pretrain.checkpoints import AtomicCheckpointIO, latest_checkpoint
 from eegfm.pretrain.datamodule import ShardDataModule
 from eegfm.pretrain.mae import MaePretraining
 from eegfm.pretrain.metrics import RunCsvLogger
@@ -112,10 +113,10 @@ def run_pretraining(cfg: DictConfig, resume: str | None = None) -> pl.Trainer:
         loggers.append(TensorBoardLogger(str(cfg.logging.tensorboard), name="", version=""))
     callbacks: list[pl.Callback] = [
         StreamCursor(),
-        periodic_checkpoints(run_dir, int(cfg.checkpoint.every_n_steps), int(cfg.checkpoint.keep)),
-        BoundaryCheckpoint(run_dir),
+        StepCheckpoints(run_dir, int(cfg.checkpoint.every_n_steps), int(cfg.checkpoint.keep)),
         Throughput(int(cfg.trainer.log_every)),
         SaveRunConfig(cfg, run_dir),
+        RngState(),
     ]
     if cfg.logging.sample_keys:
         callbacks.append(SampleLog(str(cfg.logging.sample_keys)))
@@ -141,6 +142,7 @@ def run_pretraining(cfg: DictConfig, resume: str | None = None) -> pl.Trainer:
         num_sanity_val_steps=0,
         enable_progress_bar=bool(cfg.logging.progress_bar),
         enable_model_summary=False,
+        enable_checkpointing=False,  # StepCheckpoints saves, after the step's metrics are flushed
         default_root_dir=run_dir,
     )
     if checkpoint is not None:
