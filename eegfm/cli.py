@@ -122,7 +122,7 @@ def _params(args: argparse.Namespace) -> int:
     from eegfm.pretrain.train import build_module
 
     with torch.device("meta"):  # count without allocating
-        module = build_module(load_config(args.config, args.overrides))
+        module = build_module(load_config(args.config, args.overrides), shape_only=True)
     print(f"whole model: {count_parameters(module):,} parameters")
     print(f"encoder: {count_parameters(module.model.encoder):,}")
     return 0

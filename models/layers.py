@@ -79,3 +79,32 @@ class Transformer(nn.Module):
             if all_layers:
                 outputs.append(x)
         return outputs if all_layers else x
+
+
+class TemporalConv(nn.Module):
+    """LaBraM's patch embedding: each patch of samples through conv k15/s8 → k3 → k3 (GELU, GroupNorm),
+    flattened to `channels × ⌈patch / 8⌉` features (8 × 25 = 200 for 1-s patches at 200 Hz)."""
+
+    def __init__(self, patch_size: int, embed_dim: int, kernel: int = 15):
+        super().__init__()
+        length = -(-patch_size // 8)
+        if embed_dim % length:
+            raise ValueError(f"embed_dim {embed_dim} is not a multiple of the {length} conv steps per patch")
+        width = embed_dim // length
+        self.net = nn.Sequential(
+            nn.Conv1d(1, width, kernel, stride=8, padding=kernel // 2),
+            nn.GELU(),
+            nn.GroupNorm(min(4, width), width),
+            nn.Conv1d(width, width, 3, padding=1),
+            nn.GELU(),
+            nn.GroupNorm(min(4, width), width),
+            nn.Conv1d(width, width, 3, padding=1),
+            nn.GroupNorm(min(4, width), width),
+            nn.GELU(),
+        )
+
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        """(..., patch_size) → (..., embed_dim)."""
+        leading = patches.shape[:-1]
+        out = self.net(patches.reshape(-1, 1, patches.shape[-1]))
+        return out.flatten(1).reshape(*leading, -1)

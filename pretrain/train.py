@@ -13,6 +13,7 @@ from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, FSDPStr
 from omegaconf import DictConfig, OmegaConf
 
 from eegfm.models.layers import Attention, FeedForward
+from eegfm.pretrain.callbacks.codebook_health import CodebookHealth
 from eegfm.pretrain.callbacks.rng_state import RngState
 from eegfm.pretrain.callbacks.run_config import SaveRunConfig
 from eegfm.pretrain.callbacks.sample_log import SampleLog
@@ -22,21 +23,25 @@ from eegfm.pretrain.callbacks.throughput import Throughput
 from eegfm.pretrain.checkpoints import AtomicCheckpointIO, latest_checkpoint
 from eegfm.pretrain.datamodule import ShardDataModule
 from eegfm.pretrain.mae import MaePretraining
+from eegfm.pretrain.mcm import McmPretraining
 from eegfm.pretrain.metrics import RunCsvLogger
+from eegfm.pretrain.tokenizer import TokenizerPretraining
 
-OBJECTIVES = {"mae": MaePretraining}
+OBJECTIVES = {"mae": MaePretraining, "tokenizer": TokenizerPretraining, "mcm": McmPretraining}
 
 
-def build_module(cfg: DictConfig) -> pl.LightningModule:
+def build_module(cfg: DictConfig, *, shape_only: bool = False) -> pl.LightningModule:
+    """The config's objective; `shape_only` builds one for counting parameters (no weights needed)."""
     if cfg.objective not in OBJECTIVES:
         raise ValueError(f"objective {cfg.objective!r} is not one of {sorted(OBJECTIVES)}")
-    return OBJECTIVES[cfg.objective].from_config(cfg)
+    return OBJECTIVES[cfg.objective].from_config(cfg, shape_only=shape_only)
 
 
 def build_strategy(cfg: DictConfig) -> Strategy:
     name = cfg.trainer.strategy
     if name == "ddp":
-        return DDPStrategy(find_unused_parameters=False)
+        # No buffer broadcast: codebooks stay equal by their own reductions, which CodebookHealth checks.
+        return DDPStrategy(find_unused_parameters=False, broadcast_buffers=False)
     if name == "fsdp":
         # Full state dicts: one checkpoint file, written atomically like DDP's, loadable on any world size.
         return FSDPStrategy(
@@ -118,6 +123,8 @@ def run_pretraining(cfg: DictConfig, resume: str | None = None) -> pl.Trainer:
         SaveRunConfig(cfg, run_dir),
         RngState(),
     ]
+    if isinstance(module, TokenizerPretraining):
+        callbacks.append(CodebookHealth(int(cfg.trainer.log_every)))
     if cfg.logging.sample_keys:
         callbacks.append(SampleLog(str(cfg.logging.sample_keys)))
     strategy = build_strategy(cfg)

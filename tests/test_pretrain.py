@@ -4,82 +4,32 @@ processes and 2 nodes, resuming on another world size, learning, export."""
 from __future__ import annotations
 
 import csv
-import os
 import signal
 import subprocess
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import fsspec
 import pytest
 import torch
 from conftest import REPO
+from pretrainrun import ENV, keys_by_step, losses, micro_batches, pretrain_command, run
 
 CONFIG = str(REPO / "configs" / "pretrain" / "reve_tiny.yaml")
-# Single-threaded processes: the tests run several on two cores.
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
 def _pretrain(
     shards: Path, run_dir: str, keys: Path, *overrides: str, resume: str | None = None
 ) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "eegfm.cli",
-        "pretrain",
-        "--config",
-        CONFIG,
-        *(["--resume", resume] if resume else []),
-        f"data.shards=[{shards}]",
-        f"run.dir={run_dir}",
-        f"logging.sample_keys={keys}",
-        "logging.tensorboard=false",
-        "data.channel_budget=100",
-        *overrides,
-    ]
-
-
-def _run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
-    done = subprocess.run(command, env=kwargs.pop("env", ENV), capture_output=True, text=True, **kwargs)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done
-
-
-def _keys_by_step(folder: Path) -> dict[int, dict[int, list[str]]]:
-    """{rank: {step: keys}} from the sample logs; a step logged twice (redone after a kill) keeps the last."""
-    steps: dict[int, dict[int, list[str]]] = defaultdict(dict)
-    for path in sorted(folder.glob("rank-*.tsv")):
-        rank = int(path.stem.split("-")[1])
-        for line in path.read_text().splitlines():
-            step, _epoch, _index, keys = line.split("\t")
-            steps[rank].setdefault(int(step), [])
-            steps[rank][int(step)] = keys.split(",")  # accumulation: one line per micro-batch
-    return dict(steps)
-
-
-def _micro_batches(folder: Path) -> list[tuple[int, int, int, list[str]]]:
-    """(step, epoch, index, keys) of every rank's micro-batches, the last of any repeated (step, index)."""
-    rows = {}
-    for path in sorted(folder.glob("rank-*.tsv")):
-        for line in path.read_text().splitlines():
-            step, epoch, index, keys = line.split("\t")
-            rows[(int(epoch), int(index))] = (int(step), int(epoch), int(index), keys.split(","))
-    return sorted(rows.values())
-
-
-def _losses(metrics: str) -> dict[int, float]:
-    with fsspec.open(metrics, "r") as f:
-        return {int(r["step"]): float(r["loss"]) for r in csv.DictReader(f) if r["loss"]}
+    return pretrain_command(CONFIG, shards, run_dir, keys, *overrides, resume=resume)
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(tueg_shards: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """40 steps in one go, checkpoints every 10: what interrupted runs must reproduce."""
     base = tmp_path_factory.mktemp("uninterrupted")
-    _run(
+    run(
         _pretrain(
             tueg_shards,
             str(base / "run"),
@@ -99,8 +49,8 @@ def test_run_directory_holds_config_metrics_and_checkpoints(uninterrupted: Path)
     ]
     config = (run / "config.yaml").read_text()
     assert "channel_budget: 100" in config and "max_steps: 40" in config
-    losses = _losses(str(run / "metrics.csv"))
-    assert sorted(losses) == list(range(4, 40, 5))  # logged every 5 steps, step column 0-based
+    curve = losses(str(run / "metrics.csv"))
+    assert sorted(curve) == list(range(4, 40, 5))  # logged every 5 steps, step column 0-based
     with open(run / "metrics.csv") as f:
         columns = next(csv.reader(f))
     assert {
@@ -152,11 +102,11 @@ def test_killed_run_on_s3_resumes_exactly(
     assert fs.exists("runs/tiny/checkpoints/step=00000010.ckpt"), process.stderr.read().decode()[-3000:]
     assert not fs.exists("runs/tiny/checkpoints/step=00000040.ckpt"), "the run finished before the kill"
 
-    _run([*command[:4], "--resume", "auto", *command[4:]], env=env)
-    assert _keys_by_step(tmp_path / "keys") == _keys_by_step(uninterrupted / "keys")
+    run([*command[:4], "--resume", "auto", *command[4:]], env=env)
+    assert keys_by_step(tmp_path / "keys") == keys_by_step(uninterrupted / "keys")
     resumed, whole = (
-        _losses("s3://runs/tiny/metrics.csv"),
-        _losses(str(uninterrupted / "run" / "metrics.csv")),
+        losses("s3://runs/tiny/metrics.csv"),
+        losses(str(uninterrupted / "run" / "metrics.csv")),
     )
     assert resumed == whole  # the curve joins, each step once, to the bit
     assert fs.exists("runs/tiny/checkpoints/step=00000040.ckpt")
@@ -188,10 +138,10 @@ def test_sigterm_saves_at_the_step_boundary_and_resumes(
     assert process.wait(60) == 0, process.stderr.read()[-3000:]
     saved = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert saved[-1] not in ("step=00000010.ckpt", "step=00000040.ckpt"), saved  # saved where it stopped
-    _run([*command[:4], "--resume", "auto", *command[4:]])
-    assert _keys_by_step(tmp_path / "keys") == _keys_by_step(uninterrupted / "keys")
+    run([*command[:4], "--resume", "auto", *command[4:]])
+    assert keys_by_step(tmp_path / "keys") == keys_by_step(uninterrupted / "keys")
     # The same curve; the stopped run also logged the step it stopped at, off the every-5-steps schedule.
-    resumed, whole = _losses(str(run / "metrics.csv")), _losses(str(uninterrupted / "run" / "metrics.csv"))
+    resumed, whole = losses(str(run / "metrics.csv")), losses(str(uninterrupted / "run" / "metrics.csv"))
     assert set(whole) <= set(resumed) and len(resumed) <= len(whole) + 1
     assert {s: resumed[s] for s in whole} == pytest.approx(whole, rel=1e-5)
 
@@ -200,7 +150,7 @@ def test_sigterm_saves_at_the_step_boundary_and_resumes(
 def ddp_run(tueg_shards: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two processes (DDP, gloo) for 4 steps."""
     base = tmp_path_factory.mktemp("ddp")
-    _run(
+    run(
         _pretrain(
             tueg_shards,
             str(base / "run"),
@@ -215,15 +165,13 @@ def ddp_run(tueg_shards: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 @pytest.mark.slow
 def test_ddp_ranks_split_each_step_and_resume_on_one_process(ddp_run: Path, tueg_shards: Path) -> None:
-    steps = _keys_by_step(ddp_run / "keys")
+    steps = keys_by_step(ddp_run / "keys")
     assert sorted(steps) == [0, 1] and sorted(steps[0]) == sorted(steps[1]) == [0, 1, 2, 3]
     for step in range(4):
         assert not set(steps[0][step]) & set(steps[1][step])
     # Continue the 2-process run on one process: epoch 0 ends with every window seen exactly once.
-    _run(
-        _pretrain(tueg_shards, str(ddp_run / "run"), ddp_run / "keys", "trainer.max_steps=20", resume="auto")
-    )
-    batches = _micro_batches(ddp_run / "keys")
+    run(_pretrain(tueg_shards, str(ddp_run / "run"), ddp_run / "keys", "trainer.max_steps=20", resume="auto"))
+    batches = micro_batches(ddp_run / "keys")
     epoch0 = [b for b in batches if b[1] == 0]
     assert [b[2] for b in epoch0] == list(range(len(epoch0)))  # micro-batches 0, 1, 2, … once each
     keys = [k for b in epoch0 for k in b[3]]
@@ -266,13 +214,13 @@ def test_two_nodes_through_torchrun_match_two_local_processes(
     ]
     for node in nodes:
         assert node.wait(300) == 0, node.stderr.read()[-3000:]
-    assert _keys_by_step(tmp_path / "keys") == {
+    assert keys_by_step(tmp_path / "keys") == {
         rank: {s: k for s, k in steps.items() if s < 4}
-        for rank, steps in _keys_by_step(ddp_run / "keys").items()
+        for rank, steps in keys_by_step(ddp_run / "keys").items()
     }
     two_nodes, two_processes = (
-        _losses(str(tmp_path / "run" / "metrics.csv")),
-        _losses(str(ddp_run / "run" / "metrics.csv")),
+        losses(str(tmp_path / "run" / "metrics.csv")),
+        losses(str(ddp_run / "run" / "metrics.csv")),
     )
     assert two_nodes == pytest.approx({s: v for s, v in two_processes.items() if s < 4}, rel=1e-5)
 
@@ -280,7 +228,7 @@ def test_two_nodes_through_torchrun_match_two_local_processes(
 def test_export_from_a_run_directory(uninterrupted: Path, tmp_path: Path) -> None:
     from eegfm.pretrain.export import encoder_from_checkpoint, load_encoder
 
-    done = _run(
+    done = run(
         [
             sys.executable,
             "-m",
@@ -301,7 +249,7 @@ def test_export_from_a_run_directory(uninterrupted: Path, tmp_path: Path) -> Non
 
 
 def test_params_prints_the_encoder_count_last() -> None:
-    done = _run(
+    done = run(
         [
             sys.executable,
             "-m",
@@ -315,7 +263,7 @@ def test_params_prints_the_encoder_count_last() -> None:
     assert last.startswith("encoder:") and abs(int(last.split()[-1].replace(",", "")) / 69.2e6 - 1) < 0.02
 
 
-def _masked_losses(checkpoint: str, shards: Path, batches: int = 7) -> dict[str, float]:
+def _maskedlosses(checkpoint: str, shards: Path, batches: int = 7) -> dict[str, float]:
     """Mean masked-patch L1 over fixed batches (fixed masks) of: the trained model, the same model at
     initialisation, and the trivial predictor (each channel's mean over its visible patches)."""
     from eegfm.pretrain.data import Cursor, DatasetSpec, ShardStream, batch_generator, load_table
@@ -356,7 +304,7 @@ def _masked_losses(checkpoint: str, shards: Path, batches: int = 7) -> dict[str,
 
 @pytest.mark.slow
 def test_the_model_learns(tueg_shards: Path, tmp_path: Path) -> None:
-    _run(
+    run(
         _pretrain(
             tueg_shards,
             str(tmp_path / "run"),
@@ -367,6 +315,6 @@ def test_the_model_learns(tueg_shards: Path, tmp_path: Path) -> None:
             "checkpoint.every_n_steps=400",
         )
     )
-    losses = _masked_losses(str(tmp_path / "run" / "checkpoints" / "step=00000400.ckpt"), tueg_shards)
+    losses = _maskedlosses(str(tmp_path / "run" / "checkpoints" / "step=00000400.ckpt"), tueg_shards)
     assert losses["trained"] < 0.97 * losses["trivial"], losses
     assert losses["trained"] < 0.9 * losses["initial"], losses

@@ -2,7 +2,8 @@
 
 Masks and position jitter draw from per-micro-batch generators and do not need them; anything else that
 draws from the global generators (dropout, a user's augmentation) continues as it would have. States are
-stored as tensors and plain ints, so checkpoints still load with `weights_only=True`.
+stored as tensors and plain ints, so checkpoints still load with `weights_only=True`. They are set as
+training starts, after Lightning has built the loader (which draws its workers' seeds).
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ import torch
 
 
 class RngState(pl.Callback):
+    def __init__(self) -> None:
+        self.restored: dict[str, Any] | None = None
+
     def on_save_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
@@ -30,9 +34,12 @@ class RngState(pl.Callback):
     def on_load_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        states = checkpoint.get("rng_states")
-        if states is None:
+        self.restored = checkpoint.get("rng_states")
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.restored is None:
             return
+        states, self.restored = self.restored, None
         torch.set_rng_state(states["torch"])
         if states["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(states["cuda"])

@@ -1,0 +1,53 @@
+"""Stage 1: a neural tokenizer (LaBraM VQ-NSP or NeuroRVQ-style residual VQ) as a LightningModule."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import fsspec
+import torch
+from omegaconf import OmegaConf
+
+from eegfm.models.tokenizer import NeuralTokenizer, TokenizerConfig
+from eegfm.pretrain.objective import Objective
+
+
+class TokenizerPretraining(Objective):
+    def __init__(self, tokenizer: dict, optim: dict, seed: int, total_steps: int):
+        super().__init__(optim, seed, total_steps)
+        self.save_hyperparameters()
+        self.config = TokenizerConfig(**tokenizer)
+        self.model = NeuralTokenizer(self.config)
+
+    def setup(self, stage: str) -> None:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            self.model.sync_codebooks()
+
+    def n_patches(self, n_times: int) -> int:
+        return self.config.n_patches(n_times)
+
+    def train_flops(self, batch: int, channels: int, n_patches: int) -> float:
+        return self.model.train_flops(batch, channels, n_patches)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+        out = self.model(batch["eeg"], batch["positions"])
+        self.log_step({"loss": out.loss, **out.parts})
+        return {"loss": out.loss, "indices": out.indices.detach()}  # indices: for CodebookHealth
+
+    @classmethod
+    def from_config(cls, cfg: Any, *, shape_only: bool = False) -> TokenizerPretraining:
+        tokenizer = OmegaConf.to_container(cfg.tokenizer, resolve=True)
+        optim = OmegaConf.to_container(cfg.optim, resolve=True)
+        return cls(tokenizer, optim, int(cfg.data.seed), int(cfg.trainer.max_steps))
+
+
+def load_tokenizer(checkpoint: str) -> NeuralTokenizer:
+    """The trained tokenizer of a stage-1 checkpoint, frozen, in eval mode."""
+    with fsspec.open(checkpoint, "rb") as f:
+        state = torch.load(f, map_location="cpu", weights_only=True)
+    if "tokenizer" not in state.get("hyper_parameters", {}):
+        raise ValueError(f"{checkpoint} is not a tokenizer checkpoint (objective: tokenizer)")
+    tokenizer = NeuralTokenizer(TokenizerConfig(**state["hyper_parameters"]["tokenizer"]))
+    prefix = "model."
+    tokenizer.load_state_dict({k.removeprefix(prefix): v for k, v in state["state_dict"].items()})
+    return tokenizer.eval().requires_grad_(False)

@@ -1,0 +1,69 @@
+"""Running `eegfm pretrain` from the tests, and reading what a run leaves behind."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import fsspec
+
+# Single-threaded processes: the tests run several on two cores.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def pretrain_command(
+    config: str, shards: Path, run_dir: str, keys: Path, *overrides: str, resume: str | None = None
+) -> list[str]:
+    """`eegfm pretrain` on fixture shards, recording sample keys, without TensorBoard, 100 channel-windows."""
+    return [
+        sys.executable,
+        "-m",
+        "eegfm.cli",
+        "pretrain",
+        "--config",
+        config,
+        *(["--resume", resume] if resume else []),
+        f"data.shards=[{shards}]",
+        f"run.dir={run_dir}",
+        f"logging.sample_keys={keys}",
+        "logging.tensorboard=false",
+        "data.channel_budget=100",
+        *overrides,
+    ]
+
+
+def run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
+    done = subprocess.run(command, env=kwargs.pop("env", ENV), capture_output=True, text=True, **kwargs)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def keys_by_step(folder: Path) -> dict[int, dict[int, list[str]]]:
+    """{rank: {step: keys}} from the sample logs; a step logged twice (redone after a kill) keeps the last."""
+    steps: dict[int, dict[int, list[str]]] = defaultdict(dict)
+    for path in sorted(folder.glob("rank-*.tsv")):
+        rank = int(path.stem.split("-")[1])
+        for line in path.read_text().splitlines():
+            step, _epoch, _index, keys = line.split("\t")
+            steps[rank].setdefault(int(step), [])
+            steps[rank][int(step)] = keys.split(",")  # accumulation: one line per micro-batch
+    return dict(steps)
+
+
+def micro_batches(folder: Path) -> list[tuple[int, int, int, list[str]]]:
+    """(step, epoch, index, keys) of every rank's micro-batches, the last of any repeated (step, index)."""
+    rows = {}
+    for path in sorted(folder.glob("rank-*.tsv")):
+        for line in path.read_text().splitlines():
+            step, epoch, index, keys = line.split("\t")
+            rows[(int(epoch), int(index))] = (int(step), int(epoch), int(index), keys.split(","))
+    return sorted(rows.values())
+
+
+def losses(metrics: str) -> dict[int, float]:
+    with fsspec.open(metrics, "r") as f:
+        return {int(r["step"]): float(r["loss"]) for r in csv.DictReader(f) if r["loss"]}

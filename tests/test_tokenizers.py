@@ -1,0 +1,237 @@
+"""Stage 1 (VQ-NSP and residual-VQ tokenizers) and stage 2 (masked code modelling) on fixture shards."""
+
+from __future__ import annotations
+
+import csv
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import fsspec
+import pytest
+import torch
+from conftest import REPO
+from pretrainrun import ENV, keys_by_step, losses, pretrain_command, run
+
+from eegfm.models.mcm import SIZES, MaskedCodeModel, McmConfig, token_mask
+from eegfm.models.reve import count_parameters
+from eegfm.models.tokenizer import NeuralTokenizer, TokenizerConfig
+
+CONFIGS = REPO / "configs" / "pretrain"
+TINY = {"embed_dim": 50, "depth": 2, "heads": 2, "code_dim": 32, "codebook_size": 512, "decoder_depth": 1}
+
+
+def _rows(metrics: str) -> list[dict[str, str]]:
+    with fsspec.open(metrics, "r") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize(("kind", "codes"), [("vqnsp", 1), ("rvq", 4 * 2)])
+def test_tokenization_is_deterministic_and_follows_the_channels(kind: str, codes: int) -> None:
+    torch.manual_seed(0)
+    # 64 codes for 380 patches: k-means draws distinct vectors (with more codes than patches it repeats
+    # some, and equal codes are exact ties).
+    tokenizer = NeuralTokenizer(TokenizerConfig(kind=kind, quantizers=2, **{**TINY, "codebook_size": 64}))
+    eeg, positions = torch.randn(2, 19, 2000), torch.rand(2, 19, 3) * 0.1
+    tokenizer(eeg, positions)  # one training step's forward: the k-means initialisation
+    ids = tokenizer.tokenize(eeg, positions)
+    assert ids.shape == (2, 19, 10, codes) and ids.max() < 64
+    assert torch.equal(ids, tokenizer.tokenize(eeg, positions))
+    perm = torch.randperm(19)
+    permuted = tokenizer.tokenize(eeg[:, perm], positions[:, perm])
+    # The same codes, up to near-ties that the attention's summation order can flip.
+    assert (permuted == ids[:, perm]).float().mean() > 0.95
+
+
+@pytest.mark.parametrize(
+    ("size", "millions"), [("labram_base", 5.8), ("labram_large", 46.0), ("labram_huge", 369.0)]
+)
+def test_masked_code_encoder_sizes(size: str, millions: float) -> None:
+    with torch.device("meta"):
+        model = MaskedCodeModel(McmConfig(**SIZES[size]))
+    assert abs(count_parameters(model.encoder) / 1e6 - millions) / millions < 0.02
+
+
+def test_masks_are_exact_and_every_patch_is_a_target_once() -> None:
+    mask = token_mask(3, 190, 0.5, torch.Generator().manual_seed(0))
+    assert (mask.sum(dim=1) == 95).all() and not torch.equal(mask[0], mask[1])
+    model = MaskedCodeModel(McmConfig(**SIZES["labram_tiny"], codebook_size=512, codes_per_patch=2))
+    eeg, positions, codes = (
+        torch.randn(3, 19, 2000),
+        torch.rand(3, 19, 3) * 0.1,
+        torch.randint(512, (3, 190, 2)),
+    )
+    out = model(eeg, positions, codes, mask)
+    out.loss.backward()
+    assert 0 <= out.accuracy <= 1 and out.loss > 0
+
+
+def test_params_for_the_stage_2_configs_need_no_tokenizer() -> None:
+    done = run(
+        [sys.executable, "-m", "eegfm.cli", "params", "--config", str(CONFIGS / "labram_mcm_base.yaml")]
+    )
+    assert done.stdout.strip().splitlines()[-1] == "encoder: 5,764,976"
+
+
+@pytest.fixture(scope="module")
+def tokenizer_run(tueg_shards: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """100 steps of the tiny VQ-NSP tokenizer (512 codes)."""
+    base = tmp_path_factory.mktemp("tokenizer")
+    run(
+        pretrain_command(
+            str(CONFIGS / "labram_vqnsp_tiny.yaml"),
+            tueg_shards,
+            str(base / "run"),
+            base / "keys",
+            "data.channel_budget=320",
+            "trainer.max_steps=100",
+        )
+    )
+    return base
+
+
+@pytest.mark.slow
+def test_tokenizer_learns_and_keeps_its_codebook_alive(tokenizer_run: Path) -> None:
+    rows = _rows(str(tokenizer_run / "run" / "metrics.csv"))
+    first, last = rows[0], rows[-1]
+    reconstruction = [float(r["amplitude_loss"]) + float(r["phase_loss"]) for r in (first, last)]
+    assert reconstruction[1] < 0.7 * reconstruction[0], reconstruction
+    assert float(last["codebook_usage"]) >= 0.5 and float(last["codebook_perplexity"]) > 50, last
+
+
+@pytest.mark.slow
+def test_residual_vq_tokenizer_trains(tueg_shards: Path, tmp_path: Path) -> None:
+    run(
+        pretrain_command(
+            str(CONFIGS / "neurorvq_tiny.yaml"),
+            tueg_shards,
+            str(tmp_path / "run"),
+            tmp_path / "keys",
+            "trainer.max_steps=30",
+        )
+    )
+    rows = _rows(str(tmp_path / "run" / "metrics.csv"))
+    assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
+    assert {"signal_loss", "codebook_usage_min", "dead_codes"} <= set(rows[0])
+
+
+@pytest.mark.slow
+def test_ddp_ranks_hold_bit_identical_codebooks(tueg_shards: Path, tmp_path: Path) -> None:
+    """CodebookHealth compares the ranks' codebooks bit for bit after the k-means step and every 5 steps,
+    and stops the run on a difference."""
+    run(
+        pretrain_command(
+            str(CONFIGS / "labram_vqnsp_tiny.yaml"),
+            tueg_shards,
+            str(tmp_path / "run"),
+            tmp_path / "keys",
+            "trainer.devices=2",
+            "trainer.max_steps=15",
+        )
+    )
+    steps = keys_by_step(tmp_path / "keys")
+    assert sorted(steps) == [0, 1] and not set(steps[0][3]) & set(steps[1][3])
+    assert float(_rows(str(tmp_path / "run" / "metrics.csv"))[-1]["codebook_usage"]) > 0
+
+
+@pytest.mark.slow
+@pytest.mark.s3
+def test_killed_tokenizer_run_on_s3_resumes_exactly(
+    s3_env, tueg_shards: Path, tokenizer_run: Path, tmp_path: Path
+) -> None:
+    fs = fsspec.filesystem("s3")
+    fs.mkdir("tokenizer-runs")
+    command = pretrain_command(
+        str(CONFIGS / "labram_vqnsp_tiny.yaml"),
+        tueg_shards,
+        "s3://tokenizer-runs/tiny",
+        tmp_path / "keys",
+        "data.channel_budget=320",
+        "trainer.max_steps=100",
+    )
+    env = {**ENV, **s3_env.env()}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not fs.exists("tokenizer-runs/tiny/checkpoints/step=00000040.ckpt"):
+        fs.invalidate_cache()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    fs.invalidate_cache()
+    assert not fs.exists("tokenizer-runs/tiny/checkpoints/step=00000100.ckpt"), "finished before the kill"
+    run([*command[:4], "--resume", "auto", *command[4:]], env=env)
+    assert keys_by_step(tmp_path / "keys") == keys_by_step(tokenizer_run / "keys")
+    assert losses("s3://tokenizer-runs/tiny/metrics.csv") == losses(
+        str(tokenizer_run / "run" / "metrics.csv")
+    )
+
+
+@pytest.mark.slow
+def test_stage_2_beats_the_majority_code_and_exports(
+    tueg_shards: Path, tokenizer_run: Path, tmp_path: Path
+) -> None:
+    from eegfm.pretrain.data import Cursor, DatasetSpec, ShardStream, load_table
+    from eegfm.pretrain.export import encoder_from_checkpoint, load_encoder
+    from eegfm.pretrain.mcm import McmPretraining
+
+    run(
+        pretrain_command(
+            str(CONFIGS / "labram_mcm_tiny.yaml"),
+            tueg_shards,
+            str(tmp_path / "run"),
+            tmp_path / "keys",
+            f"tokenizer.checkpoint={tokenizer_run / 'run'}",
+            "data.channel_budget=320",
+            "trainer.max_steps=150",
+            "optim.lr=2e-3",
+        )
+    )
+    checkpoint = str(tmp_path / "run" / "checkpoints" / "step=00000150.ckpt")
+    module = McmPretraining.load_from_checkpoint(checkpoint, weights_only=True).eval()
+    table = load_table([DatasetSpec(str(tueg_shards))], "train")
+    stream = ShardStream(
+        table,
+        [None],
+        seed=7,
+        budget=320,
+        clip=15.0,
+        start=Cursor(),
+        rank=0,
+        world=1,
+        accumulation=1,
+        transform=module.batch_transform(),
+    )
+    batches, correct, total, codes_seen = iter(stream), 0.0, 0, Counter()
+    with torch.no_grad():
+        for _ in range(7):
+            batch = next(batches)
+            codes = module.tokenizer.tokenize(batch["eeg"], batch["positions"]).flatten(1, 2)
+            out = module.model(batch["eeg"], batch["positions"], codes, batch["mask"])
+            correct += float(out.accuracy) * codes.numel()
+            total += codes.numel()
+            codes_seen.update(codes.reshape(-1).tolist())
+    majority = codes_seen.most_common(1)[0][1] / total  # always guessing the most frequent code
+    assert correct / total > majority + 0.02, (correct / total, majority)
+
+    done = run(
+        [
+            sys.executable,
+            "-m",
+            "eegfm.cli",
+            "export",
+            "--checkpoint",
+            checkpoint,
+            "--out",
+            str(tmp_path / "x"),
+        ]
+    )
+    assert "step=00000150.ckpt" in done.stdout
+    eeg, positions = torch.randn(2, 19, 2000), torch.rand(2, 19, 3) * 0.1
+    with torch.no_grad():
+        torch.testing.assert_close(
+            load_encoder(str(tmp_path / "x")).eval()(eeg, positions),
+            encoder_from_checkpoint(checkpoint)(eeg, positions),
+        )
