@@ -140,6 +140,21 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tokenize(args: argparse.Namespace) -> int:
+    from eegfm.pretrain.tokenize import tokenize_dataset
+
+    summary = tokenize_dataset(
+        args.checkpoint, args.shards, batch_windows=args.batch_windows, progress=not args.no_progress
+    )
+    print(
+        f"tokenizer {summary['tokenizer']} ({summary['checkpoint']}): {summary['windows']} windows in "
+        f"{summary['shards']} shards tokenized in {summary['seconds']} s; "
+        f"{summary['already_done']} shards were done already"
+    )
+    print(f"token shards: beside the shards in {args.shards} (*.tokens-{summary['tokenizer']}.tar)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eegfm", description=__doc__)
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -183,6 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="a .ckpt file, or a run directory (its newest)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_export)
+
+    p = verbs.add_parser("tokenize", help="code ids of every window, beside the shards (resumable)")
+    p.add_argument("--checkpoint", required=True, help="a stage-1 tokenizer checkpoint, or its run directory")
+    p.add_argument("--shards", required=True, help="a shard folder or manifest URL (local or s3://)")
+    p.add_argument("--batch-windows", type=int, default=256, help="windows tokenized together")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_tokenize)
 
     p = verbs.add_parser("demo", help="end to end on an embedded default corpus")
     p.add_argument("--out", default="shards/demo")

@@ -13,6 +13,7 @@ from typing import Any
 import fsspec
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from omegaconf import DictConfig, OmegaConf
 
 from eegfm.storage import atomic_write, join_url
 
@@ -44,6 +45,14 @@ def list_checkpoints(run_dir: str) -> list[str]:
         if found and (entry["type"] != "directory" or fs.exists(join_url(name, "latest"))):
             steps[int(found[1])] = fs.unstrip_protocol(name) if "://" in folder else name
     return [steps[step] for step in sorted(steps)]
+
+
+def run_config(checkpoint: str) -> DictConfig:
+    """The resolved config a checkpoint was trained with (saved in it by SaveRunConfig)."""
+    with fsspec.open(checkpoint, "rb") as f:
+        state = torch.load(f, map_location="cpu", weights_only=True)
+    (text,) = (v["config"] for k, v in state["callbacks"].items() if k.startswith("SaveRunConfig"))
+    return OmegaConf.create(text)
 
 
 def latest_checkpoint(run_dir_or_file: str) -> str | None:

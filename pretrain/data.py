@@ -34,6 +34,7 @@ from eegfm.ingest import contract
 from eegfm.storage import join_url, read_json
 
 _BLOCK = 512
+TOKEN_SUFFIX = "tok.npy"  # a window's code ids (C × P × codes per patch), in the token shards
 _NPY_HEADER = re.compile(
     rb"\{'descr': '([<>|][a-z][0-9]+)', 'fortran_order': False, 'shape': \(([0-9, ]*)\), \}"
 )
@@ -65,44 +66,64 @@ class ShardTable:
     channels: np.ndarray  # int32
     times: np.ndarray  # int32
     dataset_starts: list[int] = field(default_factory=list)  # first row of each dataset, plus the total
+    # Precomputed code ids (`eegfm tokenize`): the token shard beside each shard, and each window's range.
+    token_urls: list[str] | None = None
+    token_offset: np.ndarray | None = None
+    token_size: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.shard)
 
 
-def _manifest_url(url: str) -> tuple[str, str]:
+def manifest_url(url: str) -> tuple[str, str]:
     """(manifest URL, folder the shard URLs are relative to) for a folder or a manifest URL."""
     if url.endswith(".json"):
         return url, url.rsplit("/", 1)[0]
     return join_url(url, contract.MANIFEST_NAME), url.rstrip("/")
 
 
-def load_table(specs: Sequence[DatasetSpec], split: str) -> ShardTable:
-    """Read the manifests and the shard indexes of one split; errors name the file and what is wrong."""
+def token_shard_name(shard: str, tokenizer_id: str) -> str:
+    """The token shard beside a shard: `x.tar` → `x.tokens-<tokenizer id>.tar` (same windows, same order)."""
+    return f"{shard.removesuffix('.tar')}.tokens-{tokenizer_id}.tar"
+
+
+def _read_indexes(urls: list[str], what: str) -> list[dict]:
+    """Index files, fetched concurrently (object storage); a missing one is named with `what` to do."""
+    fs, _ = fsspec.core.url_to_fs(urls[0])
+    paths = [fsspec.core.url_to_fs(u)[1] for u in urls]
+    try:
+        blobs = fs.cat(paths, on_error="raise")
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{e}: {what}") from e
+    return [json.loads(blobs[path]) for path in paths]
+
+
+def load_table(specs: Sequence[DatasetSpec], split: str, tokens: str | None = None) -> ShardTable:
+    """Read the manifests and the shard indexes of one split (and, with `tokens` = a tokenizer id, the
+    token shards' indexes); errors name the file and what is wrong."""
     urls: list[str] = []
     columns: list[list[np.ndarray]] = [[], [], [], [], []]
+    token_urls: list[str] = []
+    token_columns: list[list[np.ndarray]] = [[], [], []]
     starts = [0]
     for spec in specs:
-        manifest_url, folder = _manifest_url(spec.url)
+        manifest_location, folder = manifest_url(spec.url)
         try:
-            manifest = read_json(manifest_url)
-        except FileNotFoundError as e:
-            raise FileNotFoundError(f"{manifest_url}: no manifest (is ingest finished? `eegfm merge`)") from e
-        shards = [s for s in manifest["shards"] if s["split"] == split]
-        if not shards:
-            raise ValueError(f"{manifest_url}: no shard of split {split!r}")
-        index_urls = [join_url(folder, contract.index_name(s["url"])) for s in shards]
-        fs, _ = fsspec.core.url_to_fs(index_urls[0])
-        paths = [fsspec.core.url_to_fs(u)[1] for u in index_urls]
-        try:
-            blobs = fs.cat(paths, on_error="raise")  # concurrent on object storage
+            manifest = read_json(manifest_location)
         except FileNotFoundError as e:
             raise FileNotFoundError(
-                f"{e}: shard index missing: the shards under {folder} were written without indexes; "
-                "ingest them again with this version of eegfm"
+                f"{manifest_location}: no manifest (is ingest finished? `eegfm merge`)"
             ) from e
-        for shard, url, path in zip(shards, index_urls, paths, strict=True):
-            index = json.loads(blobs[path])
+        shards = [s for s in manifest["shards"] if s["split"] == split]
+        if not shards:
+            raise ValueError(f"{manifest_location}: no shard of split {split!r}")
+        index_urls = [join_url(folder, contract.index_name(s["url"])) for s in shards]
+        indexes = _read_indexes(
+            index_urls,
+            f"shard index missing: the shards under {folder} were written without indexes; "
+            "ingest them again with this version of eegfm",
+        )
+        for shard, url, index in zip(shards, index_urls, indexes, strict=True):
             rows = index["samples"]
             if index.get("format") != contract.INDEX_FORMAT or len(rows) != shard["samples"]:
                 raise ValueError(f"{url}: index does not match the manifest's {shard['samples']} samples")
@@ -111,9 +132,25 @@ def load_table(specs: Sequence[DatasetSpec], split: str) -> ShardTable:
             for col, values in zip(columns[1:], arr.T, strict=True):
                 col.append(values)
             urls.append(join_url(folder, shard["url"]))
+        if tokens:
+            names = [token_shard_name(s["url"], tokens) for s in shards]
+            token_indexes = _read_indexes(
+                [join_url(folder, contract.index_name(n)) for n in names],
+                f"no token shards of tokenizer {tokens} under {folder}: run `eegfm tokenize` first",
+            )
+            for name, index, data_index in zip(names, token_indexes, indexes, strict=True):
+                if [r[0] for r in index["samples"]] != [r[0] for r in data_index["samples"]]:
+                    raise ValueError(f"{join_url(folder, name)}: its windows are not its shard's")
+                token_columns[1].append(np.array([r[1] for r in index["samples"]], dtype=np.int64))
+                token_columns[2].append(np.array([r[2] for r in index["samples"]], dtype=np.int64))
+                token_urls.append(join_url(folder, name))
         starts.append(starts[-1] + sum(s["samples"] for s in shards))
     shard, offset, size, channels, times = (np.concatenate(c) for c in columns)
-    return ShardTable(urls, shard, offset, size, channels.astype(np.int32), times.astype(np.int32), starts)
+    table = ShardTable(urls, shard, offset, size, channels.astype(np.int32), times.astype(np.int32), starts)
+    if tokens:
+        table.token_urls = token_urls
+        table.token_offset, table.token_size = (np.concatenate(c) for c in token_columns[1:])
+    return table
 
 
 def epoch_order(table: ShardTable, weights: Sequence[float | None], seed: int, epoch: int) -> np.ndarray:
@@ -318,10 +355,8 @@ class ShardStream(IterableDataset):
         rows = samples[bounds[assignment.index] : bounds[assignment.index + 1]]
         table = self.table
         urls = [table.shard_urls[i] for i in table.shard[rows]]
-        fs, _ = fsspec.core.url_to_fs(urls[0])
-        paths = [fsspec.core.url_to_fs(u)[1] for u in urls]
         starts = table.offset[rows]
-        blobs = fs.cat_ranges(paths, starts.tolist(), (starts + table.size[rows]).tolist())
+        blobs = _read_ranges(urls, starts, table.size[rows])
         eeg = torch.empty((len(rows), int(table.channels[rows[0]]), int(table.times[rows[0]])))
         decoded = [
             decode_sample(blob, f"{url} @ {start}", self.clip, out)
@@ -335,9 +370,27 @@ class ShardStream(IterableDataset):
             "index": assignment.index,
             "cursor": assignment.after_step,
         }
+        if table.token_urls is not None:
+            token_urls = [table.token_urls[i] for i in table.shard[rows]]
+            blobs = _read_ranges(token_urls, table.token_offset[rows], table.token_size[rows])
+            codes = [_token_member(blob, url) for url, blob in zip(token_urls, blobs, strict=True)]
+            batch["codes"] = torch.stack(codes).long()
         if self.transform is not None:
             batch = self.transform(batch, batch_generator(self.seed, assignment.epoch, assignment.index))
         return batch
+
+
+def _read_ranges(urls: list[str], starts: np.ndarray, sizes: np.ndarray) -> list[bytes]:
+    """Byte ranges of (possibly remote) files, fetched together: concurrently on object storage."""
+    fs, _ = fsspec.core.url_to_fs(urls[0])
+    paths = [fsspec.core.url_to_fs(u)[1] for u in urls]
+    return fs.cat_ranges(paths, starts.tolist(), (starts + sizes).tolist())
+
+
+def _token_member(blob: bytes, where: str) -> torch.Tensor:
+    """The code ids (C × P × codes per patch) of one window's member in a token shard."""
+    (body,) = _members(memoryview(bytearray(blob)), where).values()
+    return torch.from_numpy(_npy(body, where))
 
 
 def batch_generator(seed: int, epoch: int, index: int, stream: int = 0) -> torch.Generator:

@@ -33,16 +33,23 @@ def dataset_specs(shards: Any) -> list[DatasetSpec]:
 
 
 class ShardDataModule(pl.LightningDataModule):
-    def __init__(self, data: DictConfig, accumulation: int, transform: BatchTransform | None = None):
+    def __init__(
+        self,
+        data: DictConfig,
+        accumulation: int,
+        transform: BatchTransform | None = None,
+        tokens: str | None = None,
+    ):
+        """`tokens`: a tokenizer id whose token shards (`eegfm tokenize`) the batches carry as `codes`."""
         super().__init__()
-        self.data, self.accumulation, self.transform = data, accumulation, transform
+        self.data, self.accumulation, self.transform, self.tokens = data, accumulation, transform, tokens
         self.specs = dataset_specs(data.shards)
         self.cursor = Cursor()
         self.table: ShardTable | None = None
 
     def setup(self, stage: str) -> None:
         if self.table is None:
-            self.table = load_table(self.specs, self.data.split)
+            self.table = load_table(self.specs, self.data.split, tokens=self.tokens)
 
     def train_dataloader(self) -> DataLoader:
         stream = ShardStream(

@@ -49,7 +49,11 @@ class McmPretraining(Objective):
         return self.model.train_flops(batch, channels, n_patches)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        codes = self.tokenizer.tokenize(batch["eeg"], batch["positions"]).flatten(1, 2)
+        # Ids precomputed by `eegfm tokenize` with this very tokenizer (data.tokens), or computed here.
+        codes = batch.get("codes")
+        if codes is None:
+            codes = self.tokenizer.tokenize(batch["eeg"], batch["positions"])
+        codes = codes.flatten(1, 2)
         out = self.model(batch["eeg"], batch["positions"], codes, batch["mask"])
         self.log_step({"loss": out.loss, "masked_code_accuracy": out.accuracy})
         return out.loss

@@ -106,7 +106,12 @@ def run_pretraining(cfg: DictConfig, resume: str | None = None) -> pl.Trainer:
     checkpoint = resolve_resume(run_dir, resume)
     torch.manual_seed(int(cfg.trainer.seed))  # the same initial weights on every rank and every attempt
     module = build_module(cfg)
-    data = ShardDataModule(cfg.data, int(cfg.trainer.accumulate), module.batch_transform())
+    tokens = None
+    if isinstance(module, McmPretraining) and cfg.tokenizer.precomputed:
+        from eegfm.pretrain.tokenize import tokenizer_id
+
+        tokens = tokenizer_id(module.tokenizer)  # only the token shards of this tokenizer are read
+    data = ShardDataModule(cfg.data, int(cfg.trainer.accumulate), module.batch_transform(), tokens)
     metrics = RunCsvLogger(run_dir, flush_every=int(cfg.logging.flush_every))
     loggers: list[Any] = [metrics]
     if cfg.logging.tensorboard:

@@ -235,3 +235,61 @@ def test_stage_2_beats_the_majority_code_and_exports(
             load_encoder(str(tmp_path / "x")).eval()(eeg, positions),
             encoder_from_checkpoint(checkpoint)(eeg, positions),
         )
+
+
+@pytest.mark.slow
+def test_tokenize_writes_resumable_token_shards_that_stage_2_reads(
+    tueg_shards: Path, tokenizer_run: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from eegfm.pretrain.data import Cursor, DatasetSpec, ShardStream, load_table
+    from eegfm.pretrain.tokenize import tokenizer_id
+    from eegfm.pretrain.tokenizer import load_tokenizer
+
+    shards = tmp_path / "shards"
+    shutil.copytree(tueg_shards, shards)
+    command = [
+        sys.executable, "-m", "eegfm.cli", "tokenize", "--checkpoint", str(tokenizer_run / "run"),
+        "--shards", str(shards), "--no-progress",
+    ]  # fmt: skip
+    run(command)
+    tokenizer = load_tokenizer(str(tokenizer_run / "run" / "checkpoints" / "step=00000100.ckpt"))
+    identity = tokenizer_id(tokenizer)
+    written = {p.name: p.read_bytes() for p in shards.glob(f"*.tokens-{identity}.*")}
+    assert len(written) == 2 * 15  # a token shard and its index per shard
+
+    # Killed mid-way: the last shard's index was never written. A re-run redoes that shard alone.
+    last = sorted(shards.glob(f"*.tokens-{identity}.index.json"))[-1]
+    last.unlink()
+    rerun = run(command).stdout
+    assert " in 1 shards tokenized" in rerun and "14 shards were done already" in rerun, rerun
+    assert {p.name: p.read_bytes() for p in shards.glob(f"*.tokens-{identity}.*")} == written
+
+    # The stored ids are the tokenizer's ids of the same windows.
+    table = load_table([DatasetSpec(str(shards))], "train", tokens=identity)
+    batch = next(
+        iter(
+            ShardStream(
+                table, [None], seed=0, budget=320, clip=15.0, start=Cursor(), rank=0, world=1, accumulation=1
+            )
+        )
+    )
+    assert torch.equal(batch["codes"], tokenizer.tokenize(batch["eeg"], batch["positions"]))
+
+    # Stage 2 on stored ids trains exactly as stage 2 tokenizing on the fly.
+    curves = []
+    for precomputed in ("false", "true"):
+        run(
+            pretrain_command(
+                str(CONFIGS / "labram_mcm_tiny.yaml"),
+                shards,
+                str(tmp_path / precomputed),
+                tmp_path / "keys",
+                f"tokenizer.checkpoint={tokenizer_run / 'run'}",
+                f"tokenizer.precomputed={precomputed}",
+                "trainer.max_steps=10",
+            )
+        )
+        curves.append(losses(str(tmp_path / precomputed / "metrics.csv")))
+    assert curves[0] == curves[1] and len(curves[0]) == 2
