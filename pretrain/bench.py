@@ -3,9 +3,11 @@
 - Loader: fixture corpora of 19-22 (TUEG-, CHB-MIT-like) and 64 channels (BioSemi-like) are ingested into
   local shards; one process streams micro-batches of REVE's 4,800 channel-window budget (ranged reads,
   decode, normalisation, batching, the MAE's masks) on one core. Target: 3,000 windows/s per core.
-- Model on the CPU: forward + backward of the `reve_tiny` MAE, windows/s and tokens/s.
-- Model on a GPU (when there is one): the `reve_base` MAE in bf16 autocast with AdamW steps, tokens/s and
-  model FLOPs utilisation against the chip's dense bf16 peak (target ≥ 40 % on an H100).
+- `eegfm tokenize`: windows/s on one core with a tiny and a full-size (labram_vqnsp) tokenizer.
+- Models on the CPU: training steps of the `reve_tiny` MAE and a tiny VQ-NSP tokenizer, windows/s.
+- Models on a GPU (when there is one): `reve_base` MAE and `labram_vqnsp` tokenizer steps in bf16 autocast
+  with AdamW, tokens/s and model FLOPs utilisation against the chip's dense bf16 peak (target ≥ 40 % on an
+  H100).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import argparse
 import os
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -26,6 +29,7 @@ from eegfm.ingest.recipe import load_recipe  # noqa: E402
 from eegfm.ingest.run import run_shards  # noqa: E402
 from eegfm.models.mae import MaeConfig, ReveMae  # noqa: E402
 from eegfm.models.reve import SIZES  # noqa: E402
+from eegfm.models.tokenizer import NeuralTokenizer, TokenizerConfig  # noqa: E402
 from eegfm.pretrain.callbacks.throughput import peak_flops  # noqa: E402
 from eegfm.pretrain.data import Cursor, DatasetSpec, ShardStream, ShardTable, load_table  # noqa: E402
 from eegfm.pretrain.mae import add_masks  # noqa: E402
@@ -83,25 +87,37 @@ def loader(shards: Path, seconds: float, masks: bool, channels: int | None = Non
     return {"windows_per_s": windows / elapsed, "mean_channels": channels / max(windows, 1)}
 
 
-def model_step(
-    size: str, mae: MaeConfig, device: str, batch: int, channels: int, steps: int
-) -> dict[str, float]:
-    """Timed training steps (forward, backward, AdamW) on random windows of `channels` × 10 s."""
+def _model(kind: str, size: str) -> torch.nn.Module:
+    if kind == "mae":
+        tiny = size == "reve_tiny"
+        mae = MaeConfig(decoder_dim=64, decoder_depth=1, decoder_heads=2) if tiny else MaeConfig()
+        return ReveMae(SIZES[size], mae)
+    tiny = {"embed_dim": 50, "depth": 2, "heads": 2, "code_dim": 32, "codebook_size": 512, "decoder_depth": 1}
+    return NeuralTokenizer(TokenizerConfig(**(tiny if size == "tiny" else {})))
+
+
+def model_step(kind: str, size: str, device: str, batch: int, channels: int, steps: int) -> dict[str, float]:
+    """Timed training steps (forward, backward, AdamW; bf16 autocast on GPU) of an MAE or a tokenizer on
+    random 10-s windows of `channels` channels."""
     torch.manual_seed(0)
-    model = ReveMae(SIZES[size], mae).to(device)
+    model = _model(kind, size).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device == "cuda")
     eeg = torch.randn(batch, channels, 2000, device=device)
     positions = torch.rand(batch, channels, 3, device=device) * 0.2 - 0.1
     generator = torch.Generator().manual_seed(0)
-    mask = add_masks({"eeg": eeg, "positions": positions.cpu()}, generator, mae=mae, encoder=SIZES[size])[
-        "mask"
-    ]
+    if kind == "mae":
+        mask = add_masks(
+            {"eeg": eeg, "positions": positions.cpu()},
+            generator,
+            mae=model.config,
+            encoder=model.encoder.config,
+        )["mask"]
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda")
 
     def step() -> None:
         with autocast:
-            loss = model(eeg, positions, generator, mask=mask).loss
-        loss.backward()
+            out = model(eeg, positions, generator, mask=mask) if kind == "mae" else model(eeg, positions)
+        out.loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
@@ -115,16 +131,33 @@ def model_step(
     if device == "cuda":
         torch.cuda.synchronize()
     elapsed = (time.perf_counter() - started) / steps
-    n_patches = SIZES[size].n_patches(2000)
-    result = {
-        "windows_per_s": batch / elapsed,
-        "tokens_per_s": batch * channels * n_patches / elapsed,
-        "step_s": elapsed,
-    }
+    n_patches = 11 if kind == "mae" else 10
+    result = {"windows_per_s": batch / elapsed, "tokens_per_s": batch * channels * n_patches / elapsed}
     peak = peak_flops(torch.device(device))
     if peak:
         result["mfu"] = model.train_flops(batch, channels, n_patches) / elapsed / peak
     return result
+
+
+def tokenize_rate(shards: Path, size: str) -> float:
+    """`eegfm tokenize`'s windows/s on one core, with a (fresh) tokenizer of `size` saved as a checkpoint."""
+    import shutil
+
+    from eegfm.pretrain.tokenize import tokenize_dataset
+
+    work = shards.parent / f"tokenize-{size}"
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(shards, work / "shards")
+    tokenizer = _model("tokenizer", size)
+    tokenizer(torch.randn(8, 21, 2000), torch.rand(8, 21, 3) * 0.1)  # k-means initialisation
+    hparams = {"tokenizer": asdict(tokenizer.config)}
+    config = {"SaveRunConfig": {"config": "data:\n  clip: 15.0\n"}}
+    state = {f"model.{k}": v for k, v in tokenizer.state_dict().items()}
+    torch.save(
+        {"hyper_parameters": hparams, "state_dict": state, "callbacks": config}, work / "tokenizer.ckpt"
+    )
+    summary = tokenize_dataset(str(work / "tokenizer.ckpt"), str(work / "shards"), progress=False)
+    return summary["windows"] / summary["seconds"]
 
 
 def main() -> None:
@@ -149,25 +182,34 @@ def main() -> None:
                     f"  {recipe:8s} {r['mean_channels']:5.1f} channels  {what:24s} "
                     f"{r['windows_per_s']:8.0f} windows/s"
                 )
-    cpu = model_step(
-        "reve_tiny", MaeConfig(decoder_dim=64, decoder_depth=1, decoder_heads=2), "cpu", 16, 21, 10
-    )
-    print(
-        f"model, reve_tiny MAE on the CPU ({torch.get_num_threads()} thread), 16 × 21-channel windows: "
-        f"{cpu['windows_per_s']:.0f} windows/s, {cpu['tokens_per_s']:.0f} tokens/s"
-    )
+        for size in ("tiny", "labram_vqnsp"):
+            rate = tokenize_rate(made["tueg"], size)
+            print(f"eegfm tokenize, {size} tokenizer, one core, 20-channel windows: {rate:.0f} windows/s")
+    for kind, size, what in (
+        ("mae", "reve_tiny", "reve_tiny MAE"),
+        ("tokenizer", "tiny", "tiny VQ-NSP tokenizer"),
+    ):
+        cpu = model_step(kind, size, "cpu", 16, 21, 10)
+        print(
+            f"model, {what} on the CPU (1 thread), 16 × 21-channel windows: "
+            f"{cpu['windows_per_s']:.0f} windows/s, {cpu['tokens_per_s']:.0f} tokens/s"
+        )
     if not torch.cuda.is_available():
-        print("GPU: none here; on a GPU machine this prints reve_base bf16 tokens/s and MFU")
+        print("GPU: none here; on a GPU machine this prints reve_base and labram_vqnsp bf16 tokens/s and MFU")
         return
     torch.backends.cuda.matmul.allow_tf32 = True
     name = torch.cuda.get_device_name()
-    for channels in (21, 64):
-        gpu = model_step("reve_base", MaeConfig(), "cuda", BUDGET // channels, channels, 20)
-        mfu = f", MFU {100 * gpu['mfu']:.1f} %" if "mfu" in gpu else ""
-        print(
-            f"model, reve_base MAE bf16 on {name}, {BUDGET // channels} × {channels}-channel windows: "
-            f"{gpu['tokens_per_s']:.0f} tokens/s, {gpu['windows_per_s']:.0f} windows/s{mfu}"
-        )
+    for kind, size, what in (
+        ("mae", "reve_base", "reve_base MAE"),
+        ("tokenizer", "labram_vqnsp", "labram_vqnsp"),
+    ):
+        for channels in (21, 64):
+            gpu = model_step(kind, size, "cuda", BUDGET // channels, channels, 20)
+            mfu = f", MFU {100 * gpu['mfu']:.1f} %" if "mfu" in gpu else ""
+            print(
+                f"model, {what} bf16 on {name}, {BUDGET // channels} × {channels}-channel windows: "
+                f"{gpu['tokens_per_s']:.0f} tokens/s, {gpu['windows_per_s']:.0f} windows/s{mfu}"
+            )
 
 
 if __name__ == "__main__":
