@@ -9,9 +9,13 @@ ROOT ?=
 OUT ?=
 WORKERS ?= 1
 DEMO_DIR ?= shards/demo
+ON ?=
+TASKS ?= 64
+LAUNCH ?= configs/launch/slurm_4x8_reve_base.yaml
+ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help setup lock demo shards merge fixtures test lint format bench-ingest bench-train clean
+.PHONY: help setup lock demo shards merge fixtures test lint format bench-ingest bench-train submit-slurm submit-k8s docker clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -38,8 +42,13 @@ lock:  ## re-resolve the dependencies into requirements.lock (needs network)
 demo: $(STAMP)  ## the embedded default end to end: generate a small corpus, ingest it, report where things are
 	$(BIN)/eegfm demo --out $(DEMO_DIR)
 
-shards: $(STAMP)  ## ingest a corpus: make shards DATASET=tueg [ROOT=…] [OUT=…] [WORKERS=N]
+shards: $(STAMP)  ## ingest a corpus: make shards DATASET=tueg [ROOT=…] [OUT=…] [WORKERS=N] [ON=slurm TASKS=64]
+ifeq ($(ON),slurm)
+	$(BIN)/eegfm submit slurm --ingest --config $(LAUNCH) ingest.dataset=$(DATASET) ingest.tasks=$(TASKS) \
+		$(if $(ROOT),ingest.root=$(ROOT)) $(if $(OUT),ingest.out=$(OUT))
+else
 	$(BIN)/eegfm shards --dataset $(DATASET) $(if $(ROOT),--root $(ROOT)) $(if $(OUT),--out $(OUT)) --workers $(WORKERS)
+endif
 
 test: $(STAMP)  ## the whole test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -57,6 +66,15 @@ bench-ingest: $(STAMP)  ## ingest throughput vs a plain MNE pipeline, and peak m
 
 bench-train: $(STAMP)  ## loader windows/s per core, CPU model throughput, GPU tokens/s and MFU (when there is one)
 	$(BIN)/python -m eegfm.pretrain.bench
+
+submit-slurm: $(STAMP)  ## render and submit a SLURM job: make submit-slurm LAUNCH=configs/launch/….yaml [ARGS="--dry-run k=v"]
+	$(BIN)/eegfm submit slurm --config $(LAUNCH) $(ARGS)
+
+submit-k8s: $(STAMP)  ## render, validate and apply a Kubernetes job: make submit-k8s LAUNCH=… [ARGS="--dry-run"]
+	$(BIN)/eegfm submit k8s --config $(LAUNCH) $(ARGS)
+
+docker:  ## the training image (needs a Docker engine)
+	docker build -f docker/Dockerfile -t eegfm:$$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml) .
 
 clean:
 	rm -rf $(VENV) shards/demo

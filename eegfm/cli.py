@@ -155,6 +155,39 @@ def _tokenize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _submit(args: argparse.Namespace) -> int:
+    from eegfm.launch import k8s, slurm
+
+    cfg = slurm.load_launch_config(args.config, args.overrides)
+    if args.scheduler == "slurm":
+        if args.ingest:
+            array, merge = slurm.render_ingest(
+                cfg, slurm.pending_partitions(slurm.ingest_out(cfg), cfg.ingest.tasks)
+            )
+            if args.dry_run:
+                print(array + "\n# --- then, with --dependency=afterok:<array job> ---\n" + merge, end="")
+                return 0
+            jobs = slurm.submit_ingest(cfg)
+            array_job, merge_job = jobs.get("array"), jobs.get("merge")
+            print(f"ingest partitions {jobs['partitions']}: array job {array_job}, merge job {merge_job}")
+            return 0
+        if args.dry_run:
+            print(slurm.render_pretrain(cfg, args.config), end="")
+            return 0
+        job = slurm.submit_pretrain(cfg, args.config)
+        print(f"submitted SLURM job {job['job']}; its script: {job['script']}")
+        return 0
+    manifests = k8s.render_ingest(cfg) if args.ingest else [k8s.render_pretrain(cfg)]
+    for manifest in manifests:
+        k8s.validate(manifest)
+    if args.dry_run:
+        print(k8s.to_yaml(manifests), end="")
+        return 0
+    k8s.apply(manifests, wait_for_first=args.ingest)
+    print(f"applied {', '.join(m['kind'] + '/' + m['metadata']['name'] for m in manifests)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eegfm", description=__doc__)
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -206,6 +239,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_tokenize)
 
+    p = verbs.add_parser(
+        "submit", help="render a SLURM or Kubernetes job from a launch config, and submit it"
+    )
+    p.add_argument("scheduler", choices=["slurm", "k8s"])
+    p.add_argument("--config", required=True, help="configs/launch/<name>.yaml")
+    p.add_argument("--ingest", action="store_true", help="the config's ingest job (partitions + merge)")
+    p.add_argument("--dry-run", action="store_true", help="print what would be submitted, submit nothing")
+    p.add_argument("overrides", nargs="*", help="launch-config overrides, key=value")
+    p.set_defaults(func=_submit)
+
     p = verbs.add_parser("demo", help="end to end on an embedded default corpus")
     p.add_argument("--out", default="shards/demo")
     p.add_argument("--subjects", type=int, default=4)
@@ -217,7 +260,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may also follow the flags (argparse stops filling a positional list at a flag)
+    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
     except (ValueError, RuntimeError, FileNotFoundError) as e:

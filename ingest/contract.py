@@ -53,6 +53,12 @@ def shard_name(dataset: str, split: str, task: int, index: int) -> str:
     return SHARD_PATTERN.format(dataset=dataset, split=split, task=f"{task:04d}", index=index)
 
 
+def task_stem(task_index: int, num_tasks: int) -> str:
+    """Name (without suffix) of partition `task_index`'s manifest and journal under TASKS_DIR; the
+    manifest `<stem>.json` exists once that partition has finished."""
+    return f"task-{task_index:04d}-of-{num_tasks:04d}"
+
+
 def index_name(shard: str) -> str:
     """The index beside a shard: `x.tar` → `x.index.json`.
 

@@ -19,10 +19,6 @@ from eegfm.storage import join_url, read_json, write_json
 FORMAT = "eegfm-shards/1"
 
 
-def task_stem(task_index: int, num_tasks: int) -> str:
-    return f"task-{task_index:04d}-of-{num_tasks:04d}"
-
-
 def code_version() -> str:
     """Package version plus the git commit when running from a checkout: which code wrote these shards."""
     try:
@@ -61,7 +57,7 @@ def merge(out: str) -> dict[str, Any]:
     if missing:
         raise RuntimeError(f"cannot merge {out}: tasks {missing} of {num_tasks} have not finished")
     tasks = [
-        read_json(join_url(out, contract.TASKS_DIR, task_stem(i, num_tasks) + ".json"))
+        read_json(join_url(out, contract.TASKS_DIR, contract.task_stem(i, num_tasks) + ".json"))
         for i in range(num_tasks)
     ]
     if len({t["run_hash"] for t in tasks}) != 1:

@@ -29,7 +29,7 @@ import fsspec
 from tqdm import tqdm
 
 from eegfm.ingest import contract
-from eegfm.ingest.manifest import merge, task_stem
+from eegfm.ingest.manifest import merge
 from eegfm.ingest.preprocess import preprocess_hash
 from eegfm.ingest.recipe import Recipe, SourceFile, discover, recipe_as_dict
 from eegfm.ingest.recording import HISTOGRAM_EDGES, FileOutcome, Sample, ingest_file
@@ -65,7 +65,7 @@ def run_task(
     # between a kill and its resume, or the resumed shards could not equal an uninterrupted run's.
     run_hash = _digest(config)
     inputs_hash = _digest([(f.path, f.size) for f in files])
-    stem = join_url(out, contract.TASKS_DIR, task_stem(task_index, num_tasks))
+    stem = join_url(out, contract.TASKS_DIR, contract.task_stem(task_index, num_tasks))
     if exists(stem + ".json"):
         finished = read_json(stem + ".json")
         _check_same_run(finished, run_hash, inputs_hash, out)

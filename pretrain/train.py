@@ -9,6 +9,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, FSDPStrategy, Strategy
 from omegaconf import DictConfig, OmegaConf
 
@@ -134,6 +135,9 @@ def run_pretraining(cfg: DictConfig, resume: str | None = None) -> pl.Trainer:
         callbacks.append(SampleLog(str(cfg.logging.sample_keys)))
     strategy = build_strategy(cfg)
     deepspeed = isinstance(strategy, DeepSpeedStrategy)  # DeepSpeed owns accumulation, clipping and saving
+    plugins: list[Any] = [] if deepspeed else [AtomicCheckpointIO()]
+    if SLURMEnvironment.detect():
+        plugins.append(SLURMEnvironment(auto_requeue=False))  # StepCheckpoints saves, then requeues
     trainer = pl.Trainer(
         accelerator=cfg.trainer.accelerator,
         devices=cfg.trainer.devices,
@@ -148,7 +152,7 @@ def run_pretraining(cfg: DictConfig, resume: str | None = None) -> pl.Trainer:
         log_every_n_steps=int(cfg.trainer.log_every),
         logger=loggers,
         callbacks=callbacks,
-        plugins=None if deepspeed else [AtomicCheckpointIO()],
+        plugins=plugins,
         use_distributed_sampler=False,  # the stream slices itself by rank
         limit_val_batches=0,
         num_sanity_val_steps=0,

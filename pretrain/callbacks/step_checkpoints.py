@@ -6,12 +6,15 @@ the handler only sets a flag; the run stops after the step under way and saves a
 large checkpoint from inside a signal handler (as Lightning's SLURM requeue handler does) can hang or
 corrupt it, and Lightning's own SIGTERM handler stops without saving. The flag is OR-reduced over the
 ranks at each boundary, so all ranks stop together even when the signal reached only some of them. The
-newest `keep` checkpoints are kept (all when keep < 0).
+newest `keep` checkpoints are kept (all when keep < 0). Under SLURM, a run stopped by SIGUSR1 (the job's
+`--signal` warning) requeues its job once the checkpoint is saved; the requeued job resumes from it.
 """
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
 from types import FrameType
 from typing import Any
 
@@ -31,6 +34,7 @@ class StepCheckpoints(pl.Callback):
             raise ValueError("checkpoint.keep must be ≥ 1 (or -1: all) and checkpoint.every_n_steps ≥ 1")
         self.run_dir, self.every_n_steps, self.keep = run_dir, every_n_steps, keep
         self.received: int | None = None
+        self.stopped_by: int | None = None
         self.last_saved: int | None = None
 
     def _handler(self, signum: int, frame: FrameType | None) -> None:
@@ -62,6 +66,7 @@ class StepCheckpoints(pl.Callback):
             return  # mid-accumulation: not a step boundary
         if trainer.strategy.reduce_boolean_decision(self.received is not None, all=False):
             rank_zero_info("signal received: stopping after this step, with a checkpoint")
+            self.stopped_by = self.received or signal.SIGUSR1  # a rank that saw none stops for the others
             trainer.should_stop = True
         elif trainer.global_step % self.every_n_steps == 0:
             self.save(trainer)
@@ -80,3 +85,7 @@ class StepCheckpoints(pl.Callback):
         for sig in SIGNALS:
             signal.signal(sig, signal.SIG_DFL)
         self.save(trainer)  # the final weights (or where a signal stopped the run), unless just saved
+        job = os.environ.get("SLURM_JOB_ID")
+        if self.stopped_by == signal.SIGUSR1 and job and trainer.is_global_zero:
+            done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, check=False)
+            rank_zero_info(f"requeue of SLURM job {job}: {done.returncode == 0 or done.stderr.strip()}")
