@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -67,3 +69,22 @@ def micro_batches(folder: Path) -> list[tuple[int, int, int, list[str]]]:
 def losses(metrics: str) -> dict[int, float]:
     with fsspec.open(metrics, "r") as f:
         return {int(r["step"]): float(r["loss"]) for r in csv.DictReader(f) if r["loss"]}
+
+
+def with_resume(command: list[str]) -> list[str]:
+    """The same `eegfm pretrain` command with `--resume auto`."""
+    return [*command[:4], "--resume", "auto", *command[4:]]
+
+
+def kill_once_saved(command: list[str], env: dict[str, str], checkpoint: str, timeout: float = 120) -> None:
+    """Start a run, SIGKILL it as soon as `checkpoint` (a local path or URL) exists."""
+    fs, path = fsspec.core.url_to_fs(checkpoint)
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None and not fs.exists(path):
+        fs.invalidate_cache()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    fs.invalidate_cache()
+    assert fs.exists(path), f"{checkpoint} never appeared: {process.stderr.read().decode()[-3000:]}"

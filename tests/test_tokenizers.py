@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import csv
-import signal
-import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -14,7 +11,7 @@ import fsspec
 import pytest
 import torch
 from conftest import REPO
-from pretrainrun import ENV, keys_by_step, losses, pretrain_command, run
+from pretrainrun import ENV, keys_by_step, kill_once_saved, losses, pretrain_command, run, with_resume
 
 from eegfm.models.mcm import SIZES, MaskedCodeModel, McmConfig, token_mask
 from eegfm.models.reve import count_parameters
@@ -153,16 +150,9 @@ def test_killed_tokenizer_run_on_s3_resumes_exactly(
         "trainer.max_steps=100",
     )
     env = {**ENV, **s3_env.env()}
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not fs.exists("tokenizer-runs/tiny/checkpoints/step=00000040.ckpt"):
-        fs.invalidate_cache()
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    fs.invalidate_cache()
+    kill_once_saved(command, env, "s3://tokenizer-runs/tiny/checkpoints/step=00000040.ckpt")
     assert not fs.exists("tokenizer-runs/tiny/checkpoints/step=00000100.ckpt"), "finished before the kill"
-    run([*command[:4], "--resume", "auto", *command[4:]], env=env)
+    run(with_resume(command), env=env)
     assert keys_by_step(tmp_path / "keys") == keys_by_step(tokenizer_run / "keys")
     assert losses("s3://tokenizer-runs/tiny/metrics.csv") == losses(
         str(tokenizer_run / "run" / "metrics.csv")
