@@ -6,6 +6,7 @@ checkpoint loses nothing.
 
 from __future__ import annotations
 
+import signal
 from typing import Any
 
 import lightning.pytorch as pl
@@ -14,6 +15,14 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from eegfm.pretrain.data import BatchTransform, Cursor, DatasetSpec, ShardStream, ShardTable, load_table
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Loader workers leave SIGUSR1/SIGTERM to the training process, which checkpoints and stops: a
+    scheduler signals every process of a job step (SLURM's --signal, a pod's termination), and a worker
+    killed by it would take the run down before it could save."""
+    for sig in (signal.SIGUSR1, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def dataset_specs(shards: Any) -> list[DatasetSpec]:
@@ -72,6 +81,7 @@ class ShardDataModule(pl.LightningDataModule):
             prefetch_factor=int(self.data.prefetch) if workers else None,
             pin_memory=torch.cuda.is_available(),
             persistent_workers=False,
+            worker_init_fn=_ignore_stop_signals,
         )
 
     def state_dict(self) -> dict[str, Any]:

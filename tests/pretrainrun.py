@@ -88,3 +88,10 @@ def kill_once_saved(command: list[str], env: dict[str, str], checkpoint: str, ti
     process.wait()
     fs.invalidate_cache()
     assert fs.exists(path), f"{checkpoint} never appeared: {process.stderr.read().decode()[-3000:]}"
+
+
+def assert_curve_continues(resumed: dict[int, float], whole: dict[int, float]) -> None:
+    """A run stopped by a signal and resumed logs every step the uninterrupted run logs, with the same
+    values, plus at most the step it stopped at (Lightning logs that one off the schedule)."""
+    assert set(whole) <= set(resumed) and len(resumed) <= len(whole) + 1, (sorted(resumed), sorted(whole))
+    assert {step: resumed[step] for step in whole} == whole
