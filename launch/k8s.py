@@ -59,8 +59,10 @@ def _pod_spec(cfg: DictConfig, command: list[str], *, gpus: int, cpus: int, memo
 
 def _torchrun(cfg: DictConfig, nodes: str, node_rank: str, master: str) -> list[str]:
     gpus = int(cfg.resources.gpus_per_node)
+    # exec: torchrun becomes the container's PID 1 and passes a pod's SIGTERM on to the training
+    # processes, which checkpoint and stop.
     script = (
-        f"torchrun --nnodes={nodes} --node-rank={node_rank} --nproc-per-node={gpus} "
+        f"exec torchrun --nnodes={nodes} --node-rank={node_rank} --nproc-per-node={gpus} "
         f"--master-addr={master} --master-port=29500 -m eegfm.cli "
         + pretrain_command(cfg, gpus).removeprefix("eegfm ")
     )
