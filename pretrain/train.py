@@ -41,8 +41,9 @@ def build_module(cfg: DictConfig, *, shape_only: bool = False) -> pl.LightningMo
 def build_strategy(cfg: DictConfig) -> Strategy:
     name = cfg.trainer.strategy
     if name == "ddp":
-        # No buffer broadcast: codebooks stay equal by their own reductions, which CodebookHealth checks.
-        return DDPStrategy(find_unused_parameters=False, broadcast_buffers=False)
+        # Buffers are synced once at start, not at every forward: codebooks stay equal by their own
+        # reductions, which CodebookHealth checks.
+        return DDPStrategy(find_unused_parameters=False, forward_sync_buffers=False)
     if name == "fsdp":
         # Full state dicts: one checkpoint file, written atomically like DDP's, loadable on any world size.
         return FSDPStrategy(
