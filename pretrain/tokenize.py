@@ -39,7 +39,7 @@ def tokenizer_id(tokenizer: NeuralTokenizer) -> str:
     return digest.hexdigest()[:10]
 
 
-def _npy(array: np.ndarray) -> bytes:
+def _npy_bytes(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, array, allow_pickle=False)
     return buf.getvalue()
@@ -97,7 +97,7 @@ def tokenize_dataset(
             tar = wds.TarWriter(f, encoder=False, user="", group="", mtime=0, format="PAX_FORMAT")
             for (key, *_), codes in zip(rows, ids, strict=True):
                 offset = tar.tarstream.offset
-                tar.write({"__key__": key, TOKEN_SUFFIX: _npy(codes)})
+                tar.write({"__key__": key, TOKEN_SUFFIX: _npy_bytes(codes)})
                 index_rows.append([key, offset, tar.tarstream.offset - offset, *codes.shape])
             tar.close()
         write_json(
