@@ -95,3 +95,14 @@ def assert_curve_continues(resumed: dict[int, float], whole: dict[int, float]) -
     values, plus at most the step it stopped at (Lightning logs that one off the schedule)."""
     assert set(whole) <= set(resumed) and len(resumed) <= len(whole) + 1, (sorted(resumed), sorted(whole))
     assert {step: resumed[step] for step in whole} == whole
+
+
+def fixed_batches(shards: Path, seed: int, transform: object = None, count: int = 7) -> list[dict]:
+    """`count` micro-batches of one process's stream over `shards` (320 channel-windows each): the same
+    windows, and masks from `transform`, whatever model is evaluated on them."""
+    from eegfm.pretrain.data import Cursor, DatasetSpec, ShardStream, load_table
+
+    table = load_table([DatasetSpec(str(shards))], "train")
+    options = dict(seed=seed, budget=320, clip=15.0, start=Cursor(), rank=0, world=1, accumulation=1)
+    stream = iter(ShardStream(table, [None], **options, transform=transform))
+    return [next(stream) for _ in range(count)]

@@ -17,6 +17,7 @@ from conftest import REPO
 from pretrainrun import (
     ENV,
     assert_curve_continues,
+    fixed_batches,
     keys_by_step,
     kill_once_saved,
     losses,
@@ -264,33 +265,18 @@ def test_params_prints_the_encoder_count_last() -> None:
     assert last.startswith("encoder:") and abs(int(last.split()[-1].replace(",", "")) / 69.2e6 - 1) < 0.02
 
 
-def _maskedlosses(checkpoint: str, shards: Path, batches: int = 7) -> dict[str, float]:
+def _masked_losses(checkpoint: str, shards: Path, batches: int = 7) -> dict[str, float]:
     """Mean masked-patch L1 over fixed batches (fixed masks) of: the trained model, the same model at
     initialisation, and the trivial predictor (each channel's mean over its visible patches)."""
-    from eegfm.pretrain.data import Cursor, DatasetSpec, ShardStream, batch_generator, load_table
+    from eegfm.pretrain.data import batch_generator
     from eegfm.pretrain.mae import MaePretraining
 
     trained = MaePretraining.load_from_checkpoint(checkpoint, weights_only=True).eval()
     torch.manual_seed(0)  # the seed every run initialises with (trainer.seed)
     initial = MaePretraining(**trained.hparams).eval()
-    table = load_table([DatasetSpec(str(shards))], "train")
-    stream = ShardStream(
-        table,
-        [None],
-        seed=123,
-        budget=320,
-        clip=15.0,
-        start=Cursor(),
-        rank=0,
-        world=1,
-        accumulation=1,
-        transform=trained.batch_transform(),
-    )
     totals = {"trained": 0.0, "initial": 0.0, "trivial": 0.0}
-    batch_iter = iter(stream)
     with torch.no_grad():
-        for _ in range(batches):
-            batch = next(batch_iter)
+        for batch in fixed_batches(shards, 123, trained.batch_transform(), batches):
             for name, module in (("trained", trained), ("initial", initial)):
                 generator = batch_generator(123, batch["epoch"], batch["index"], stream=1)
                 out = module.model(batch["eeg"], batch["positions"], generator, mask=batch["mask"])
@@ -316,6 +302,6 @@ def test_the_model_learns(tueg_shards: Path, tmp_path: Path) -> None:
             "checkpoint.every_n_steps=400",
         )
     )
-    losses = _maskedlosses(str(tmp_path / "run" / "checkpoints" / "step=00000400.ckpt"), tueg_shards)
-    assert losses["trained"] < 0.97 * losses["trivial"], losses
-    assert losses["trained"] < 0.9 * losses["initial"], losses
+    l1 = _masked_losses(str(tmp_path / "run" / "checkpoints" / "step=00000400.ckpt"), tueg_shards)
+    assert l1["trained"] < 0.97 * l1["trivial"], l1
+    assert l1["trained"] < 0.9 * l1["initial"], l1

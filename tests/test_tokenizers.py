@@ -11,7 +11,16 @@ import fsspec
 import pytest
 import torch
 from conftest import REPO
-from pretrainrun import ENV, keys_by_step, kill_once_saved, losses, pretrain_command, run, with_resume
+from pretrainrun import (
+    ENV,
+    fixed_batches,
+    keys_by_step,
+    kill_once_saved,
+    losses,
+    pretrain_command,
+    run,
+    with_resume,
+)
 
 from eegfm.models.mcm import SIZES, MaskedCodeModel, McmConfig, token_mask
 from eegfm.models.reve import count_parameters
@@ -163,7 +172,6 @@ def test_killed_tokenizer_run_on_s3_resumes_exactly(
 def test_stage_2_beats_the_majority_code_and_exports(
     tueg_shards: Path, tokenizer_run: Path, tmp_path: Path
 ) -> None:
-    from eegfm.pretrain.data import Cursor, DatasetSpec, ShardStream, load_table
     from eegfm.pretrain.export import encoder_from_checkpoint, load_encoder
     from eegfm.pretrain.mcm import McmPretraining
 
@@ -181,23 +189,9 @@ def test_stage_2_beats_the_majority_code_and_exports(
     )
     checkpoint = str(tmp_path / "run" / "checkpoints" / "step=00000150.ckpt")
     module = McmPretraining.load_from_checkpoint(checkpoint, weights_only=True).eval()
-    table = load_table([DatasetSpec(str(tueg_shards))], "train")
-    stream = ShardStream(
-        table,
-        [None],
-        seed=7,
-        budget=320,
-        clip=15.0,
-        start=Cursor(),
-        rank=0,
-        world=1,
-        accumulation=1,
-        transform=module.batch_transform(),
-    )
-    batches, correct, total, codes_seen = iter(stream), 0.0, 0, Counter()
+    correct, total, codes_seen = 0.0, 0, Counter()
     with torch.no_grad():
-        for _ in range(7):
-            batch = next(batches)
+        for batch in fixed_batches(tueg_shards, 7, module.batch_transform()):
             codes = module.tokenizer.tokenize(batch["eeg"], batch["positions"]).flatten(1, 2)
             out = module.model(batch["eeg"], batch["positions"], codes, batch["mask"])
             correct += float(out.accuracy) * codes.numel()
