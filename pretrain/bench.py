@@ -22,7 +22,8 @@ from pathlib import Path
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import torch  # noqa: E402 - after the thread limits
+import numpy as np  # noqa: E402 - after the thread limits
+import torch  # noqa: E402
 
 from eegfm.ingest.fixtures import generate_corpus  # noqa: E402
 from eegfm.ingest.recipe import load_recipe  # noqa: E402
@@ -33,6 +34,7 @@ from eegfm.models.tokenizer import NeuralTokenizer, TokenizerConfig  # noqa: E40
 from eegfm.pretrain.callbacks.throughput import peak_flops  # noqa: E402
 from eegfm.pretrain.data import Cursor, DatasetSpec, ShardStream, ShardTable, load_table  # noqa: E402
 from eegfm.pretrain.mae import add_masks  # noqa: E402
+from eegfm.storage import read_json  # noqa: E402
 
 BUDGET = 4800
 
@@ -44,15 +46,18 @@ def _shards(work: Path, recipe: str, subjects: int, duration_s: float) -> Path:
     return out
 
 
+def _split(shards: Path) -> str:
+    """The fixture dataset's one split (`train` for TUH-like recipes, `pretrain` for BioSemi's)."""
+    (split, *_) = read_json(str(shards / "manifest.json"))["totals"]["per_split"]
+    return split
+
+
 def loader(shards: Path, seconds: float, masks: bool, channels: int | None = None) -> dict[str, float]:
     """Windows/s of one process streaming `shards` (its table read once, as a worker would), only the
     windows with `channels` channels if given."""
     from functools import partial
 
-    from eegfm.storage import read_json
-
-    (split, *_) = read_json(str(shards / "manifest.json"))["totals"]["per_split"]
-    table = load_table([DatasetSpec(str(shards))], split)
+    table = load_table([DatasetSpec(str(shards))], _split(shards))
     if channels is not None:
         keep = table.channels == channels
         table = ShardTable(
@@ -160,6 +165,22 @@ def tokenize_rate(shards: Path, size: str) -> float:
     return summary["windows"] / summary["seconds"]
 
 
+def padding_cost(shards: list[Path], windows_per_batch: int, batches: int = 200) -> dict[str, float]:
+    """What padding would cost instead of same-shape micro-batches: batches drawn at random from the
+    datasets together, each padded to its widest window (the alternative the issue names)."""
+    specs = [DatasetSpec(str(s), split=_split(s)) for s in shards]
+    table = load_table(specs, "train")
+    rng = np.random.default_rng(0)
+    real = padded = attention_real = attention_padded = 0.0
+    for _ in range(batches):
+        channels = table.channels[rng.integers(len(table), size=windows_per_batch)].astype(np.float64)
+        real += channels.sum()
+        padded += channels.max() * len(channels)
+        attention_real += (channels**2).sum()
+        attention_padded += channels.max() ** 2 * len(channels)
+    return {"padding_share": 1 - real / padded, "attention_ratio": attention_padded / attention_real}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=10.0, help="timed seconds per loader measurement")
@@ -182,6 +203,12 @@ def main() -> None:
                     f"  {recipe:8s} {r['mean_channels']:5.1f} channels  {what:24s} "
                     f"{r['windows_per_s']:8.0f} windows/s"
                 )
+        mix = padding_cost([made["tueg"], made["biosemi"]], windows_per_batch=64)
+        print(
+            f"padding instead (TUEG-like + BioSemi windows, random batches of 64): "
+            f"{100 * mix['padding_share']:.0f} % of tokens would be padding, "
+            f"attention FLOPs ×{mix['attention_ratio']:.1f}; same-shape micro-batches pad nothing"
+        )
         for size in ("tiny", "labram_vqnsp"):
             rate = tokenize_rate(made["tueg"], size)
             print(f"eegfm tokenize, {size} tokenizer, one core, 20-channel windows: {rate:.0f} windows/s")

@@ -53,6 +53,7 @@ class DatasetSpec:
 
     url: str
     weight: float | None = None  # None: every sample once per epoch; else share of the epoch's samples
+    split: str | None = None  # its split, where its recipe names them otherwise (e.g. "pretrain")
 
 
 @dataclass
@@ -114,9 +115,10 @@ def load_table(specs: Sequence[DatasetSpec], split: str, tokens: str | None = No
             raise FileNotFoundError(
                 f"{manifest_location}: no manifest (is ingest finished? `eegfm merge`)"
             ) from e
-        shards = [s for s in manifest["shards"] if s["split"] == split]
+        wanted = spec.split or split
+        shards = [s for s in manifest["shards"] if s["split"] == wanted]
         if not shards:
-            raise ValueError(f"{manifest_location}: no shard of split {split!r}")
+            raise ValueError(f"{manifest_location}: no shard of split {wanted!r}")
         index_urls = [join_url(folder, contract.index_name(s["url"])) for s in shards]
         indexes = _read_indexes(
             index_urls,

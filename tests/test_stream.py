@@ -157,3 +157,8 @@ def test_missing_index_is_a_clear_error(tueg_shards: Path, tmp_path: Path) -> No
         load_table([DatasetSpec(str(copy))], "train")
     with pytest.raises(ValueError, match="no shard of split 'val'"):
         load_table([DatasetSpec(str(tueg_shards))], "val")
+    # A dataset may name its own split (BioSemi's recipe writes `pretrain`), beside the default one.
+    specs = dataset_specs([str(tueg_shards), {"url": str(tueg_shards), "split": "val"}])
+    with pytest.raises(ValueError, match="no shard of split 'val'"):
+        load_table(specs, "train")
+    assert len(load_table(dataset_specs([{"url": str(tueg_shards), "split": "train"}]), "val")) == 95
