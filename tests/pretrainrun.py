@@ -106,3 +106,20 @@ def fixed_batches(shards: Path, seed: int, transform: object = None, count: int 
     options = dict(seed=seed, budget=320, clip=15.0, start=Cursor(), rank=0, world=1, accumulation=1)
     stream = iter(ShardStream(table, [None], **options, transform=transform))
     return [next(stream) for _ in range(count)]
+
+
+def assert_killed_run_resumes_exactly(
+    command: list[str], env: dict[str, str], run_url: str, kill_at: int, last: int, keys: Path, whole: Path
+) -> None:
+    """SIGKILL the run `command` starts (run directory `run_url`, sample keys under `keys`) once its
+    step-`kill_at` checkpoint exists, resume it with --resume auto, and check it ends as the uninterrupted
+    run in `whole` (its `run/` and `keys/`) did: the same windows per step, the same curve to the bit, and
+    the final checkpoint of step `last`."""
+    fs, folder = fsspec.core.url_to_fs(run_url)[0], f"{run_url}/checkpoints"
+    kill_once_saved(command, env, f"{folder}/step={kill_at:08d}.ckpt")
+    assert not fs.exists(f"{folder}/step={last:08d}.ckpt"), "the run finished before the kill"
+    run(with_resume(command), env=env)
+    assert keys_by_step(keys) == keys_by_step(whole / "keys")
+    assert losses(f"{run_url}/metrics.csv") == losses(str(whole / "run" / "metrics.csv"))  # to the bit
+    fs.invalidate_cache()
+    assert fs.exists(f"{folder}/step={last:08d}.ckpt")

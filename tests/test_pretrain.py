@@ -17,9 +17,9 @@ from conftest import REPO
 from pretrainrun import (
     ENV,
     assert_curve_continues,
+    assert_killed_run_resumes_exactly,
     fixed_batches,
     keys_by_step,
-    kill_once_saved,
     losses,
     micro_batches,
     pretrain_command,
@@ -92,8 +92,7 @@ def test_a_checkpoint_holds_everything_a_resume_needs(uninterrupted: Path) -> No
 def test_killed_run_on_s3_resumes_exactly(
     s3_env, tueg_shards: Path, uninterrupted: Path, tmp_path: Path
 ) -> None:
-    fs = fsspec.filesystem("s3")
-    fs.mkdir("runs")
+    fsspec.filesystem("s3").mkdir("runs")
     command = _pretrain(
         tueg_shards,
         "s3://runs/tiny",
@@ -102,17 +101,9 @@ def test_killed_run_on_s3_resumes_exactly(
         "checkpoint.every_n_steps=10",
     )
     env = {**ENV, **s3_env.env()}
-    kill_once_saved(command, env, "s3://runs/tiny/checkpoints/step=00000010.ckpt")
-    assert not fs.exists("runs/tiny/checkpoints/step=00000040.ckpt"), "the run finished before the kill"
-
-    run(with_resume(command), env=env)
-    assert keys_by_step(tmp_path / "keys") == keys_by_step(uninterrupted / "keys")
-    resumed, whole = (
-        losses("s3://runs/tiny/metrics.csv"),
-        losses(str(uninterrupted / "run" / "metrics.csv")),
+    assert_killed_run_resumes_exactly(
+        command, env, "s3://runs/tiny", 10, 40, tmp_path / "keys", uninterrupted
     )
-    assert resumed == whole  # the curve joins, each step once, to the bit
-    assert fs.exists("runs/tiny/checkpoints/step=00000040.ckpt")
 
 
 def test_a_run_with_checkpoints_needs_resume(tueg_shards: Path, uninterrupted: Path, tmp_path: Path) -> None:

@@ -13,13 +13,12 @@ import torch
 from conftest import REPO
 from pretrainrun import (
     ENV,
+    assert_killed_run_resumes_exactly,
     fixed_batches,
     keys_by_step,
-    kill_once_saved,
     losses,
     pretrain_command,
     run,
-    with_resume,
 )
 
 from eegfm.models.mcm import SIZES, MaskedCodeModel, McmConfig, token_mask
@@ -148,8 +147,7 @@ def test_ddp_ranks_hold_bit_identical_codebooks(tueg_shards: Path, tmp_path: Pat
 def test_killed_tokenizer_run_on_s3_resumes_exactly(
     s3_env, tueg_shards: Path, tokenizer_run: Path, tmp_path: Path
 ) -> None:
-    fs = fsspec.filesystem("s3")
-    fs.mkdir("tokenizer-runs")
+    fsspec.filesystem("s3").mkdir("tokenizer-runs")
     command = pretrain_command(
         str(CONFIGS / "labram_vqnsp_tiny.yaml"),
         tueg_shards,
@@ -159,13 +157,8 @@ def test_killed_tokenizer_run_on_s3_resumes_exactly(
         "trainer.max_steps=100",
     )
     env = {**ENV, **s3_env.env()}
-    kill_once_saved(command, env, "s3://tokenizer-runs/tiny/checkpoints/step=00000040.ckpt")
-    assert not fs.exists("tokenizer-runs/tiny/checkpoints/step=00000100.ckpt"), "finished before the kill"
-    run(with_resume(command), env=env)
-    assert keys_by_step(tmp_path / "keys") == keys_by_step(tokenizer_run / "keys")
-    assert losses("s3://tokenizer-runs/tiny/metrics.csv") == losses(
-        str(tokenizer_run / "run" / "metrics.csv")
-    )
+    run_url = "s3://tokenizer-runs/tiny"
+    assert_killed_run_resumes_exactly(command, env, run_url, 40, 100, tmp_path / "keys", tokenizer_run)
 
 
 @pytest.mark.slow
