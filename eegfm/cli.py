@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from eegfm.errors import EegfmError
 from eegfm.storage import join_url
 
 
@@ -269,8 +270,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
-    except (ValueError, RuntimeError, FileNotFoundError) as e:
-        # Bad input or configuration: say what and where, without a traceback.
+    except EegfmError as e:
+        # Bad input, configuration or storage: one line that says what and where. Anything else (a bug, a
+        # torch or NCCL failure) is not caught here and keeps its traceback.
         print(f"eegfm {args.verb}: error: {e}", file=sys.stderr)
         return 2
 

@@ -17,11 +17,13 @@ from typing import BinaryIO
 
 import numpy as np
 
+from eegfm.errors import DataError
+
 ANNOTATION_LABELS = ("EDF Annotations", "BDF Annotations")
 _TAL_ONSET = re.compile(rb"^([+-]\d+(?:\.\d*)?)\x14")
 
 
-class EdfError(ValueError):
+class EdfError(DataError):
     """A file that cannot be read; the message is the reason recorded in the manifest."""
 
 

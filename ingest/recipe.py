@@ -13,13 +13,14 @@ import fsspec
 from omegaconf import OmegaConf
 
 from eegfm.config import CONFIG_DIR, load_config
+from eegfm.errors import ConfigError
 from eegfm.ingest.preprocess import PreprocessConfig
 from eegfm.storage import join_url, strip_protocol
 
 DATASETS_DIR = CONFIG_DIR / "datasets"
 
 
-class RecipeError(ValueError):
+class RecipeError(ConfigError):
     """A recipe that cannot be used as given; the message says what to change."""
 
 
