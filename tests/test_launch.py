@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ import yaml
 from conftest import REPO
 
 from eegfm.config import load_config
+from eegfm.errors import ConfigError
 from eegfm.launch import k8s, slurm
 
 LAUNCH = REPO / "configs" / "launch"
@@ -147,3 +150,136 @@ def test_dockerfile_lints_and_matches_the_lock() -> None:
     assert re.search(rf"^ARG BASE=pytorch/pytorch:{re.escape(locked)}-cuda", dockerfile, re.M)
     assert "-c requirements.lock" in dockerfile and re.search(r"^USER [1-9]", dockerfile, re.M)
     assert not re.search(r"AWS_(SECRET|ACCESS)", dockerfile)
+
+
+# --- A launch config's values are data: refused where they cannot be quoted, inert where they are. ---
+
+
+def _launch_config(tmp_path: Path, body: str) -> Path:
+    """A CPU launch config with `body` (YAML) merged over it; its run directory under `tmp_path`."""
+    path = tmp_path / "launch.yaml"
+    head = f"extends: {LAUNCH / 'slurm_cpu_2node.yaml'}\n"
+    run = f"pretrain:\n  overrides: [run.dir={tmp_path / 'run'}]\n" if "pretrain:" not in body else ""
+    path.write_text(head + run + body)
+    return path
+
+
+WRAP = "\n#SBATCH --wrap=touch /tmp/pwned"
+
+
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        ("name: 'a;touch /tmp/pwned'", "name"),
+        (f"name: {json.dumps('a' + WRAP)}", "name"),
+        (f"slurm:\n  partition: {json.dumps('gpu' + WRAP)}", "slurm.partition"),
+        ("slurm:\n  account: 'a b;id'", "slurm.account"),
+        ("slurm:\n  qos: '$(id)'", "slurm.qos"),
+        ("slurm:\n  time: '1:00 --wrap=id'", "slurm.time"),
+        (f"slurm:\n  log_dir: {json.dumps('logs' + WRAP)}", "slurm.log_dir"),
+        (f"slurm:\n  setup: [{json.dumps('true' + WRAP)}]", "slurm.setup.0"),
+        ("slurm:\n  env: {'A;touch /tmp/pwned': x}", "slurm.env"),
+        (f"slurm:\n  env: {{{json.dumps('A' + WRAP)}: x}}", "slurm.env"),
+        ("slurm:\n  env: {'$(id)': x}", "slurm.env"),
+        (f"slurm:\n  env: {{A: {json.dumps('x' + WRAP)}}}", "slurm.env.A"),
+        (f"pretrain:\n  overrides: [{json.dumps('run.dir=x' + WRAP)}]", "pretrain.overrides.0"),
+    ],
+)
+def test_values_that_would_inject_lines_are_refused(tmp_path: Path, body: str, key: str) -> None:
+    cfg = slurm.load_launch_config(str(_launch_config(tmp_path, body)), [])
+    with pytest.raises(ConfigError, match=re.escape(key)):
+        slurm.render_pretrain(cfg, "launch.yaml")
+    done = _cli("submit", "slurm", "--config", str(tmp_path / "launch.yaml"), "--dry-run")
+    assert done.returncode == 2 and key in done.stderr and len(done.stderr.splitlines()) == 1, done.stderr
+
+
+def _run_script(script: str, tmp_path: Path, stand_ins: str, env: dict[str, str] | None = None) -> list[str]:
+    """Run `script` with real bash, its `srun`/`eegfm` replaced by functions that print their arguments
+    (NUL-separated); returns those arguments."""
+    assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
+    path = tmp_path / "job.sbatch"
+    path.write_text(script)
+    done = subprocess.run(
+        ["bash", "-c", f'{stand_ins}; . "$0"', str(path)],
+        capture_output=True,
+        env={"PATH": os.environ["PATH"], "SLURM_ARRAY_TASK_ID": "0", **(env or {})},
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.decode().split("\0")[:-1]
+
+
+def test_injected_commands_in_quoted_values_never_run(tmp_path: Path) -> None:
+    marker = Path(f"/tmp/pwned-{uuid.uuid4()}")
+    attempts = [f"x; touch {marker}", f"$(touch {marker})", f"`touch {marker}`", f"'; touch {marker}; '"]
+    env = "\n".join(f"    V{n}: {json.dumps(value)}" for n, value in enumerate(attempts))
+    # each override's value YAML-quoted, as `eegfm pretrain` parses it
+    overrides = ", ".join(json.dumps(f"logging.tensorboard={json.dumps(value)}") for value in attempts)
+    body = f"""pretrain:
+  overrides: [run.dir={tmp_path / "run"}, {overrides}]
+slurm:
+  env:
+{env}
+ingest:
+  dataset: {json.dumps(attempts[1])}
+  root: {json.dumps(attempts[2])}
+  out: {json.dumps(str(tmp_path / attempts[0]))}
+"""
+    cfg = slurm.load_launch_config(str(_launch_config(tmp_path, body)), [])
+    printenv = "".join(f'printf "%s\\0" "$V{n}"; ' for n in range(len(attempts)))
+    args = _run_script(
+        slurm.render_pretrain(cfg, "launch.yaml"), tmp_path, f'srun() {{ {printenv} printf "%s\\0" "$@"; }}'
+    )
+    assert args[: len(attempts)] == attempts  # the exported variables hold the text, unexpanded
+    tensorboard = [a.removeprefix("logging.tensorboard=") for a in args if a.startswith("logging.")]
+    assert [json.loads(value) for value in tensorboard] == attempts
+    array, merge = slurm.render_ingest(cfg, [0, 1])
+    args = _run_script(array, tmp_path, 'eegfm() { printf "%s\\0" "$@"; }')
+    assert args[args.index("--dataset") + 1] == attempts[1] and args[args.index("--root") + 1] == attempts[2]
+    assert args[args.index("--out") + 1] == str(tmp_path / attempts[0])
+    assert _run_script(merge, tmp_path, 'eegfm() { printf "%s\\0" "$@"; }')[-1] == str(tmp_path / attempts[0])
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("key", ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID"])
+def test_inline_credentials_are_refused(tmp_path: Path, key: str) -> None:
+    cfg = slurm.load_launch_config(str(_launch_config(tmp_path, f"slurm:\n  env: {{{key}: abc123}}")), [])
+    with pytest.raises(ConfigError, match=rf"slurm\.env\.{key} is a credential given inline.*oc\.env:{key}"):
+        slurm.render_pretrain(cfg, "launch.yaml")
+    with pytest.raises(ConfigError, match=key):
+        slurm.render_ingest(cfg, [0])
+
+
+def test_secrets_from_the_environment_stay_references_in_the_saved_script(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = f"s3cr3t-{uuid.uuid4()}"
+    monkeypatch.setenv("EEGFM_TEST_SECRET", secret)
+    # A stand-in scheduler (the thing under test is what is rendered and saved): keeps the script, says 4242.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(f"#!/bin/bash\ncat > {tmp_path / 'submitted.sbatch'}\necho 4242\n")
+    (bin_dir / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    body = f"""pretrain:
+  overrides: [run.dir={tmp_path / "run"}, "logging.tensorboard=${{oc.env:EEGFM_TEST_SECRET}}"]
+slurm:
+  log_dir: {tmp_path / "logs"}
+  env:
+    AWS_SECRET_ACCESS_KEY: ${{oc.env:EEGFM_TEST_SECRET}}
+    TOKEN_URL: "https://x.org/a b/${{oc.env:EEGFM_TEST_SECRET}}?$q"
+    REGION: ${{oc.env:EEGFM_TEST_UNSET,eu-west-1}}
+"""
+    cfg = slurm.load_launch_config(str(_launch_config(tmp_path, body)), [])
+    job = slurm.submit_pretrain(cfg, "launch.yaml")
+    saved = Path(job["script"])
+    assert saved == tmp_path / "run" / "launch" / "eegfm-cpu-4242.sbatch"
+    script = saved.read_text()
+    assert script == (tmp_path / "submitted.sbatch").read_text()
+    assert secret not in script
+    assert 'export AWS_SECRET_ACCESS_KEY="${EEGFM_TEST_SECRET}"\n' in script
+    assert "'logging.tensorboard=${oc.env:EEGFM_TEST_SECRET}'" in script  # for `eegfm pretrain` to resolve
+    # On the node, bash resolves the references from the job's environment.
+    stand_in = 'srun() { printf "%s\\0" "$AWS_SECRET_ACCESS_KEY" "$TOKEN_URL" "$REGION"; }'
+    args = _run_script(script, tmp_path, stand_in, env={"EEGFM_TEST_SECRET": secret})
+    assert args == [secret, f"https://x.org/a b/{secret}?$q", "eu-west-1"]

@@ -69,11 +69,15 @@ def test_requeued_two_node_job_resumes_to_the_uninterrupted_stream(
     - checkpoint.every_n_steps=5
 slurm:
   log_dir: {tmp_path / "logs"}
+  env:
+    AWS_SECRET_ACCESS_KEY: ${{oc.env:AWS_SECRET_ACCESS_KEY}}
 """,
         )
         out = _submit(slurm_cluster, config, env=_env(s3_env))
         jobs[name] = re.search(r"submitted SLURM job (\d+)", out)[1]
-        assert fs.exists(f"slurm/{name}/launch/{name}-{jobs[name]}.sbatch")  # the script, saved with the run
+        saved = fs.cat(f"slurm/{name}/launch/{name}-{jobs[name]}.sbatch").decode()  # saved with the run
+        # the secret stays a reference the node resolves
+        assert s3_env.env()["AWS_SECRET_ACCESS_KEY"] not in saved and "${AWS_SECRET_ACCESS_KEY}" in saved
 
     # The warning signal, as --signal=USR1@… sends it (to the job's steps), once a checkpoint exists.
     deadline = time.monotonic() + 300
