@@ -72,6 +72,7 @@ def typed(
     of range are `ConfigError`s naming the key."""
     base = OmegaConf.structured(schema)
     OmegaConf.set_struct(base, True)
+    _open_dict_fields(base)
     layers = [raw if isinstance(raw, DictConfig) else OmegaConf.create(raw)]
     if overrides:
         layers.append(parse_overrides(overrides))
@@ -87,6 +88,18 @@ def typed(
         raise ConfigError(f"{source}: {e}") from None
     object.__setattr__(obj, _ENV_KEYS, env)
     return obj
+
+
+def _open_dict_fields(node: DictConfig) -> None:
+    """Let `dict[str, …]` fields (environment variables, node selectors) take keys the schema cannot
+    name; the dataclass sections around them stay strict."""
+    for key in node:
+        child = node._get_node(key)
+        if isinstance(child, DictConfig) and not child._is_none():
+            if dataclasses.is_dataclass(child._metadata.object_type):
+                _open_dict_fields(child)
+            else:
+                OmegaConf.set_struct(child, False)
 
 
 def to_container(cfg: Any, *, keep_env: bool = True) -> dict[str, Any]:

@@ -14,15 +14,17 @@ import subprocess
 from typing import Any
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
 
+from eegfm.errors import ConfigError
+from eegfm.launch.config import LaunchConfig
+from eegfm.launch.errors import SubmitError
 from eegfm.launch.slurm import ingest_out, pretrain_command
 
 KUBERNETES = "1.33"  # the API version the manifests are validated against
 CREDENTIALS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 
 
-def _env(cfg: DictConfig) -> list[dict[str, Any]]:
+def _env(cfg: LaunchConfig) -> list[dict[str, Any]]:
     k = cfg.k8s
     secret = [
         {"name": key, "valueFrom": {"secretKeyRef": {"name": k.s3_secret, "key": key}}} for key in CREDENTIALS
@@ -31,7 +33,9 @@ def _env(cfg: DictConfig) -> list[dict[str, Any]]:
     return secret + plain
 
 
-def _pod_spec(cfg: DictConfig, command: list[str], *, gpus: int, cpus: int, memory_gb: int) -> dict[str, Any]:
+def _pod_spec(
+    cfg: LaunchConfig, command: list[str], *, gpus: int, cpus: int, memory_gb: int
+) -> dict[str, Any]:
     k = cfg.k8s
     resources = {"cpu": str(cpus), "memory": f"{memory_gb}Gi"}
     if gpus:
@@ -51,14 +55,14 @@ def _pod_spec(cfg: DictConfig, command: list[str], *, gpus: int, cpus: int, memo
         "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{k.shm_gb}Gi"}}],
     }
     if k.node_selector:
-        spec["nodeSelector"] = OmegaConf.to_container(k.node_selector)
+        spec["nodeSelector"] = dict(k.node_selector)
     if k.tolerations:
-        spec["tolerations"] = OmegaConf.to_container(k.tolerations)
+        spec["tolerations"] = [dict(toleration) for toleration in k.tolerations]
     return spec
 
 
-def _torchrun(cfg: DictConfig, nodes: str, node_rank: str, master: str) -> list[str]:
-    gpus = int(cfg.resources.gpus_per_node)
+def _torchrun(cfg: LaunchConfig, nodes: str, node_rank: str, master: str) -> list[str]:
+    gpus = cfg.resources.gpus_per_node
     # exec: torchrun becomes the container's PID 1 and passes a pod's SIGTERM on to the training
     # processes, which checkpoint and stop.
     script = (
@@ -69,7 +73,7 @@ def _torchrun(cfg: DictConfig, nodes: str, node_rank: str, master: str) -> list[
     return ["bash", "-c", script]
 
 
-def render_pytorchjob(cfg: DictConfig) -> dict[str, Any]:
+def render_pytorchjob(cfg: LaunchConfig) -> dict[str, Any]:
     r = cfg.resources
     command = _torchrun(cfg, "${PET_NNODES}", "${PET_NODE_RANK}", "${PET_MASTER_ADDR}")
 
@@ -78,12 +82,12 @@ def render_pytorchjob(cfg: DictConfig) -> dict[str, Any]:
         return {"replicas": count, "restartPolicy": "OnFailure", "template": {"spec": pod}}
 
     spec: dict[str, Any] = {
-        "runPolicy": {"backoffLimit": int(cfg.k8s.max_restarts), "cleanPodPolicy": "None"},
+        "runPolicy": {"backoffLimit": cfg.k8s.max_restarts, "cleanPodPolicy": "None"},
         "nprocPerNode": str(r.gpus_per_node),
         "pytorchReplicaSpecs": {"Master": replicas(1)},
     }
     if r.nodes > 1:
-        spec["pytorchReplicaSpecs"]["Worker"] = replicas(int(r.nodes) - 1)
+        spec["pytorchReplicaSpecs"]["Worker"] = replicas(r.nodes - 1)
     return {
         "apiVersion": "kubeflow.org/v1",
         "kind": "PyTorchJob",
@@ -92,7 +96,7 @@ def render_pytorchjob(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
-def render_jobset(cfg: DictConfig) -> dict[str, Any]:
+def render_jobset(cfg: LaunchConfig) -> dict[str, Any]:
     """For clusters without Kubeflow: one Indexed Job of `nodes` pods; pod 0 is torchrun's rendezvous."""
     r, name = cfg.resources, cfg.name
     master = f"{name}-nodes-0-0.{name}"  # JobSet's headless service: <jobset>-<job>-<index>-<pod>.<jobset>
@@ -100,8 +104,8 @@ def render_jobset(cfg: DictConfig) -> dict[str, Any]:
     pod = _pod_spec(cfg, command, gpus=r.gpus_per_node, cpus=r.cpus_per_node, memory_gb=r.mem_per_node_gb)
     pod["restartPolicy"] = "Never"  # the JobSet restarts the whole set, so ranks stay together
     job = {
-        "parallelism": int(r.nodes),
-        "completions": int(r.nodes),
+        "parallelism": r.nodes,
+        "completions": r.nodes,
         "completionMode": "Indexed",
         "backoffLimit": 0,
         "template": {"spec": pod},
@@ -111,14 +115,14 @@ def render_jobset(cfg: DictConfig) -> dict[str, Any]:
         "kind": "JobSet",
         "metadata": {"name": name, "namespace": cfg.k8s.namespace},
         "spec": {
-            "failurePolicy": {"maxRestarts": int(cfg.k8s.max_restarts)},
+            "failurePolicy": {"maxRestarts": cfg.k8s.max_restarts},
             "network": {"enableDNSHostnames": True},
             "replicatedJobs": [{"name": "nodes", "replicas": 1, "template": {"spec": job}}],
         },
     }
 
 
-def render_ingest(cfg: DictConfig) -> list[dict[str, Any]]:
+def render_ingest(cfg: LaunchConfig) -> list[dict[str, Any]]:
     """An Indexed Job whose completion index is the ingest partition, and the merge Job to run after it."""
     i, name = cfg.ingest, f"{cfg.name}-ingest"
     words = ["eegfm", "shards", "--dataset", i.dataset, "--no-progress", "--out", ingest_out(cfg)]
@@ -141,8 +145,8 @@ def render_ingest(cfg: DictConfig) -> list[dict[str, Any]]:
         job(
             name,
             {
-                "completions": int(i.tasks),
-                "parallelism": int(i.parallelism),
+                "completions": i.tasks,
+                "parallelism": i.parallelism,
                 "completionMode": "Indexed",
                 "backoffLimitPerIndex": 3,  # a re-run partition skips what it committed
                 "maxFailedIndexes": 0,
@@ -153,11 +157,9 @@ def render_ingest(cfg: DictConfig) -> list[dict[str, Any]]:
     ]
 
 
-def render_pretrain(cfg: DictConfig) -> dict[str, Any]:
-    kind = cfg.k8s.kind
-    if kind not in ("PyTorchJob", "JobSet"):
-        raise ValueError(f"k8s.kind must be PyTorchJob or JobSet, not {kind!r}")
-    return render_pytorchjob(cfg) if kind == "PyTorchJob" else render_jobset(cfg)
+def render_pretrain(cfg: LaunchConfig) -> dict[str, Any]:
+    """The pretraining manifest of the kind `k8s.kind` names (checked when the config is loaded)."""
+    return render_pytorchjob(cfg) if cfg.k8s.kind == "PyTorchJob" else render_jobset(cfg)
 
 
 def validate(manifest: dict[str, Any]) -> None:
@@ -172,31 +174,35 @@ def validate(manifest: dict[str, Any]) -> None:
     elif kind == "PyTorchJob":
         specs = manifest["spec"]["pytorchReplicaSpecs"]
         if set(specs) - {"Master", "Worker"} or specs.get("Master", {}).get("replicas") != 1:
-            raise ValueError(f"PyTorchJob {name}: needs exactly one Master (and optional Workers)")
+            raise ConfigError(f"PyTorchJob {name}: needs exactly one Master (and optional Workers)")
         core = []
         for role, replica in specs.items():
             if replica.get("restartPolicy") not in ("Always", "OnFailure", "Never", "ExitCode"):
-                raise ValueError(f"PyTorchJob {name}: {role} has no valid restartPolicy")
+                raise ConfigError(f"PyTorchJob {name}: {role} has no valid restartPolicy")
             if not any(c["name"] == "pytorch" for c in replica["template"]["spec"]["containers"]):
-                raise ValueError(f"PyTorchJob {name}: {role} has no container named 'pytorch'")
+                raise ConfigError(f"PyTorchJob {name}: {role} has no container named 'pytorch'")
             pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"{name}-{role.lower()}"}}
             core.append({**pod, "spec": replica["template"]["spec"]})
     elif kind == "JobSet":
         spec = manifest["spec"]
         if not spec.get("replicatedJobs") or int(spec.get("failurePolicy", {}).get("maxRestarts", -1)) < 0:
-            raise ValueError(f"JobSet {name}: needs replicatedJobs and a failurePolicy with maxRestarts")
+            raise ConfigError(f"JobSet {name}: needs replicatedJobs and a failurePolicy with maxRestarts")
         core = [
             {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": job["name"]}, **job["template"]}
             for job in spec["replicatedJobs"]
         ]
     else:
-        raise ValueError(f"cannot validate a {kind}")
+        raise ConfigError(f"cannot validate a {kind}")
     for resource in core:
-        kubernetes_validate.validate(resource, KUBERNETES, strict=True)
+        try:
+            kubernetes_validate.validate(resource, KUBERNETES, strict=True)
+        except kubernetes_validate.ValidationError as e:  # e.g. a toleration the schema does not know
+            why = " ".join(str(e).split())
+            raise ConfigError(f"{kind} {name}: not valid for Kubernetes {KUBERNETES}: {why}") from None
         for container in _containers(resource):
             for variable in container.get("env", []):
                 if variable["name"] in CREDENTIALS and "value" in variable:
-                    raise ValueError(f"{kind} {name}: {variable['name']} inlined; use a Secret reference")
+                    raise ConfigError(f"{kind} {name}: {variable['name']} inlined; use a Secret reference")
 
 
 def _containers(resource: dict[str, Any]) -> list[dict[str, Any]]:
@@ -216,13 +222,18 @@ def to_yaml(manifests: list[dict[str, Any]]) -> str:
 def apply(manifests: list[dict[str, Any]], wait_for_first: bool = False) -> None:
     """`kubectl apply` each manifest; with `wait_for_first`, wait until the first Job completes (ingest)."""
     if shutil.which("kubectl") is None:
-        raise RuntimeError("kubectl is not on PATH: use --dry-run and apply the printed manifests yourself")
+        raise SubmitError("kubectl is not on PATH: use --dry-run and apply the printed manifests yourself")
     for n, manifest in enumerate(manifests):
-        subprocess.run(["kubectl", "apply", "-f", "-"], input=to_yaml([manifest]), text=True, check=True)
+        _kubectl(["apply", "-f", "-"], to_yaml([manifest]))
         if wait_for_first and n == 0:
             meta = manifest["metadata"]
-            subprocess.run(
-                ["kubectl", "wait", "-n", meta["namespace"], "--for=condition=complete", "--timeout=-1s",
-                 f"job/{meta['name']}"],
-                check=True,
-            )  # fmt: skip
+            _kubectl(["wait", "-n", meta["namespace"], "--for=condition=complete", "--timeout=-1s",
+                      f"job/{meta['name']}"])  # fmt: skip
+
+
+def _kubectl(arguments: list[str], manifest: str | None = None) -> None:
+    """Run kubectl; its output passes through, and a refusal is a SubmitError carrying its stderr."""
+    done = subprocess.run(["kubectl", *arguments], input=manifest, text=True, stderr=subprocess.PIPE)
+    if done.returncode != 0:
+        why = " ".join(done.stderr.split()) or f"exit status {done.returncode}"
+        raise SubmitError(f"kubectl {arguments[0]} failed: {why}")

@@ -47,12 +47,18 @@ def check_line(key: str, value: Any) -> None:
         raise ConfigError(f"{key}={str(value)!r} has a newline or control character; give it on one line")
 
 
-def check_env(section: str, env: dict[str, Any], raw: dict[str, Any]) -> None:
-    """Keys must be shell identifiers; credentials only as `${oc.env:…}` references, never as literals."""
+def check_env_keys(section: str, env: dict[str, Any]) -> None:
+    """Environment keys must be shell identifiers: `export KEY=…` is pasted unquoted."""
     for key in env:
         if not isinstance(key, str) or not ENV_KEY.fullmatch(key):
             raise ConfigError(f"{section}.env: {key!r} is not a variable name ([A-Za-z_][A-Za-z0-9_]*)")
-        if key in CREDENTIALS and not _is_env_lookup(raw.get(key)):
+
+
+def refuse_inline_credentials(section: str, env: dict[str, Any], written: dict[str, Any]) -> None:
+    """Credentials only as `${oc.env:…}` references (`written`: the env section as written), never as
+    literals, which would sit in the config, the rendered script and the job's record."""
+    for key in env:
+        if key in CREDENTIALS and not _is_env_lookup(written.get(key)):
             raise ConfigError(
                 f"{section}.env.{key} is a credential given inline: leave it out (sbatch passes the "
                 f"submitter's environment to the job) or write ${{oc.env:{key}}}, which the script keeps "

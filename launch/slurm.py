@@ -13,15 +13,17 @@ everything else is shell-quoted (`launch/shell.py`); values read from the enviro
 from __future__ import annotations
 
 import shlex
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import jinja2
-from omegaconf import DictConfig, OmegaConf
 
 from eegfm.ingest import contract
 from eegfm.launch import shell
+from eegfm.launch.config import LaunchConfig, written
+from eegfm.launch.errors import SubmitError
 from eegfm.storage import atomic_write, exists, join_url
 
 _TEMPLATES = jinja2.Environment(
@@ -29,84 +31,64 @@ _TEMPLATES = jinja2.Environment(
     undefined=jinja2.StrictUndefined,
     keep_trailing_newline=True,
 )
-_TEMPLATES.filters["quote"] = lambda value: shlex.quote(str(value))
 
 
-def _raw(cfg: DictConfig, dotted: str) -> Any:
-    """The value at `dotted` as written, its interpolations (`${oc.env:…}`) not resolved."""
-    parent, _, leaf = dotted.rpartition(".")
-    container = OmegaConf.select(cfg, parent) if parent else cfg
-    return OmegaConf.to_container(container, resolve=False).get(leaf)
+def _written(cfg: LaunchConfig, dotted: str) -> Any:
+    """The value at `dotted` as written: a `${oc.env:…}` stays the lookup, not the secret it resolves to."""
+    node: Any = written(cfg)
+    for part in dotted.split("."):
+        node = node[int(part)] if isinstance(node, list) else node.get(part)
+    return node
 
 
-def pretrain_command(cfg: DictConfig, devices: int, resume: bool = True) -> str:
+def pretrain_command(cfg: LaunchConfig, devices: int, resume: bool = True) -> str:
     """The `eegfm pretrain` command line every task runs, sized for the job. An override that reads the
     environment (`${oc.env:…}`) is passed as written, for `eegfm pretrain` to resolve on the node."""
-    written = OmegaConf.to_container(cfg.pretrain.overrides, resolve=False)
-    overrides = [
-        str(raw) if "oc.env:" in str(raw) else str(cfg.pretrain.overrides[n]) for n, raw in enumerate(written)
-    ]
-    overrides += [f"trainer.num_nodes={int(cfg.resources.nodes)}", f"trainer.devices={int(devices)}"]
+    overrides = [str(o) for o in _written(cfg, "pretrain.overrides")]
+    overrides += [f"trainer.num_nodes={cfg.resources.nodes}", f"trainer.devices={devices}"]
     words = ["eegfm", "pretrain", "--config", cfg.pretrain.config, *(["--resume", "auto"] if resume else [])]
     return shlex.join([*words, *overrides])
 
 
-def run_dir(cfg: DictConfig) -> str:
+def run_dir(cfg: LaunchConfig) -> str:
     """The run directory the pretraining config resolves to, after the launch config's overrides."""
     from eegfm.config import load_config
 
     return str(load_config(cfg.pretrain.config, list(cfg.pretrain.overrides)).run.dir)
 
 
-def check(cfg: DictConfig, sections: tuple[str, ...] = ("slurm",)) -> None:
-    """Refuse values that would not stay data in an sbatch script (see `launch/shell.py`)."""
-    s = cfg.slurm
-    shell.check_pattern("name", cfg.name, shell.SLURM_NAME, "a job name (letters, digits, _.+-)")
-    for key in ("partition", "cpu_partition"):
-        shell.check_pattern(f"slurm.{key}", s[key], shell.SLURM_PARTITIONS, "a list of partition names")
-    for key in ("account", "qos"):
-        shell.check_pattern(f"slurm.{key}", s[key], shell.SLURM_NAME, f"a SLURM {key} name")
-    shell.check_pattern("slurm.time", s.time, shell.SLURM_TIME, "a SLURM time limit (D-HH:MM:SS)")
-    shell.check_pattern("slurm.log_dir", s.log_dir, shell.DIRECTIVE_PATH, "a path without spaces or quotes")
-    for n, line in enumerate(s.setup):
-        shell.check_line(f"slurm.setup.{n}", line)
-    for n, override in enumerate(OmegaConf.to_container(cfg.pretrain.overrides, resolve=False)):
-        shell.check_line(f"pretrain.overrides.{n}", override)
-    shell.check_line("pretrain.config", cfg.pretrain.config)
-    raw_env = {key: _raw(cfg, f"slurm.env.{key}") for key in s.env}
-    shell.check_env("slurm", dict(raw_env), raw_env)
-    if "ingest" in sections:
-        shell.check_pattern("ingest.time", cfg.ingest.time, shell.SLURM_TIME, "a SLURM time limit")
-        for key in ("dataset", "root", "out"):
-            shell.check_line(f"ingest.{key}", _raw(cfg, f"ingest.{key}"))
+def _check_lines(cfg: LaunchConfig, keys: list[str]) -> None:
+    """No newline in values that go into the script quoted: one line per value keeps the script readable
+    and sbatch's directive parsing out of it."""
+    for key in keys:
+        value = _written(cfg, key)
+        for n, item in enumerate(value) if isinstance(value, list) else [(None, value)]:
+            shell.check_line(key if n is None else f"{key}.{n}", item)
 
 
-def _env_exports(cfg: DictConfig) -> list[tuple[str, str]]:
+def _env_exports(cfg: LaunchConfig) -> list[tuple[str, str]]:
     """(key, shell word) for each `slurm.env` variable; `${oc.env:…}` values stay references."""
-    exports = []
-    for key in cfg.slurm.env:
-        raw = _raw(cfg, f"slurm.env.{key}")
-        value = None if "oc.env:" in str(raw) else cfg.slurm.env[key]
-        exports.append((key, shell.shell_word(f"slurm.env.{key}", value, raw)))
-    return exports
+    as_written = written(cfg)["slurm"]["env"]
+    shell.refuse_inline_credentials("slurm", cfg.slurm.env, as_written)
+    return [
+        (key, shell.shell_word(f"slurm.env.{key}", value, as_written[key]))
+        for key, value in cfg.slurm.env.items()
+    ]
 
 
-def render_pretrain(cfg: DictConfig, source: str) -> str:
-    check(cfg)
+def render_pretrain(cfg: LaunchConfig, source: str) -> str:
+    """The pretraining job's sbatch script; `source` (the launch config's path) is named in a comment."""
+    _check_lines(cfg, ["pretrain.config", "pretrain.overrides"])
     r, s = cfg.resources, cfg.slurm
     directory = run_dir(cfg)
     shell.check_line("--config", source)
     shell.check_line("run.dir", directory)
-    tasks_per_node = int(r.gpus_per_node or 1)  # one process per GPU; one per node on CPU-only nodes
+    tasks_per_node = r.gpus_per_node or 1  # one process per GPU; one per node on CPU-only nodes
     return _TEMPLATES.get_template("pretrain.sbatch.j2").render(
         source=source,
         name=cfg.name,
         r=r,
         s=s,
-        nodes=int(r.nodes),
-        gpus_per_node=int(r.gpus_per_node or 0),
-        cpus_per_task=int(r.cpus_per_task),
-        signal_before_s=int(s.signal_before_s),
         env=_env_exports(cfg),
         run_dir=directory,
         tasks_per_node=tasks_per_node,
@@ -124,24 +106,15 @@ def pending_partitions(out: str, tasks: int) -> list[int]:
     return [i for i in range(tasks) if not done[i]]
 
 
-def render_ingest(cfg: DictConfig, partitions: list[int]) -> tuple[str, str]:
+def render_ingest(cfg: LaunchConfig, partitions: list[int]) -> tuple[str, str]:
     """(array script for `partitions`, merge script) of the launch config's `ingest` section."""
-    check(cfg, ("slurm", "ingest"))
-    i, s = cfg.ingest, cfg.slurm
-    out = _ingest_out_word(cfg)
-    words = [shlex.join(["eegfm", "shards", "--dataset", i.dataset, "--no-progress"])]
+    i = cfg.ingest
+    words = ["eegfm", "shards", "--dataset", shell.shell_word("ingest.dataset", i.dataset), "--no-progress"]
     if i.root:
-        words += ["--root", shell.shell_word("ingest.root", i.root, _raw(cfg, "ingest.root"))]
+        words += ["--root", shell.shell_word("ingest.root", i.root, _written(cfg, "ingest.root"))]
+    out = shell.shell_word("ingest.out", ingest_out(cfg), _written(cfg, "ingest.out"))
     words += ["--out", out]
-    common = {
-        "name": f"{cfg.name}-ingest",
-        "s": s,
-        "env": _env_exports(cfg),
-        "tasks": int(i.tasks),
-        "cpus_per_task": int(i.cpus_per_task),
-        "mem_per_task_gb": int(i.mem_per_task_gb),
-        "time": i.time,
-    }
+    common = {"name": f"{cfg.name}-ingest", "s": cfg.slurm, "i": i, "env": _env_exports(cfg)}
     array_script = _TEMPLATES.get_template("ingest.sbatch.j2").render(
         **common, array=",".join(str(int(p)) for p in partitions), command=" ".join(words)
     )
@@ -149,28 +122,25 @@ def render_ingest(cfg: DictConfig, partitions: list[int]) -> tuple[str, str]:
     return array_script, merge_script
 
 
-def _ingest_out_word(cfg: DictConfig) -> str:
-    raw = _raw(cfg, "ingest.out")
-    if raw and "oc.env:" in str(raw):
-        return shell.shell_word("ingest.out", None, raw)
-    return shlex.quote(ingest_out(cfg))
-
-
-def ingest_out(cfg: DictConfig) -> str:
-    return str(cfg.ingest.out or f"shards/{cfg.ingest.dataset}")
+def ingest_out(cfg: LaunchConfig) -> str:
+    """Where the ingest writes its shards: `ingest.out`, else shards/<dataset>."""
+    return cfg.ingest.out or f"shards/{cfg.ingest.dataset}"
 
 
 def sbatch(script: str, *options: str) -> str:
     """Submit a script on standard input; returns the job id."""
+    if shutil.which("sbatch") is None:
+        raise SubmitError("sbatch is not on PATH: submit from a SLURM login node, or use --dry-run")
     done = subprocess.run(
         ["sbatch", "--parsable", *options], input=script, capture_output=True, text=True, check=False
     )
     if done.returncode != 0:
-        raise RuntimeError(f"sbatch refused the job: {done.stderr.strip()}")
+        why = " ".join(done.stderr.split()) or f"exit status {done.returncode}"
+        raise SubmitError(f"sbatch refused the job: {why}")
     return done.stdout.strip().split(";")[0]
 
 
-def submit_pretrain(cfg: DictConfig, source: str) -> dict[str, Any]:
+def submit_pretrain(cfg: LaunchConfig, source: str) -> dict[str, Any]:
     """Submit the pretraining job; its script is saved in the run directory first."""
     script = render_pretrain(cfg, source)
     Path(cfg.slurm.log_dir).mkdir(parents=True, exist_ok=True)
@@ -181,9 +151,9 @@ def submit_pretrain(cfg: DictConfig, source: str) -> dict[str, Any]:
     return {"job": job, "script": saved}
 
 
-def submit_ingest(cfg: DictConfig) -> dict[str, Any]:
+def submit_ingest(cfg: LaunchConfig) -> dict[str, Any]:
     """Submit the partitions still to do as an array job, then the merge after all of them."""
-    pending = pending_partitions(ingest_out(cfg), int(cfg.ingest.tasks))
+    pending = pending_partitions(ingest_out(cfg), cfg.ingest.tasks)
     Path(cfg.slurm.log_dir).mkdir(parents=True, exist_ok=True)
     array_script, merge_script = render_ingest(cfg, pending)
     jobs: dict[str, Any] = {"partitions": pending}
@@ -195,9 +165,8 @@ def submit_ingest(cfg: DictConfig) -> dict[str, Any]:
     return jobs
 
 
-def load_launch_config(path: str, overrides: list[str]) -> DictConfig:
-    from eegfm.config import load_config
+def load_launch_config(path: str | Path, overrides: list[str] | None = None) -> LaunchConfig:
+    """The launch config at `path` with `key=value` overrides, typed and checked (`launch/config.py`)."""
+    from eegfm.launch.config import load_launch_config as load
 
-    cfg = load_config(path, overrides)
-    OmegaConf.set_readonly(cfg, True)
-    return cfg
+    return load(path, overrides)

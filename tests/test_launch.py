@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -15,23 +16,24 @@ import pytest
 import yaml
 from conftest import REPO
 
-from eegfm.config import load_config
 from eegfm.errors import ConfigError
 from eegfm.launch import k8s, slurm
+from eegfm.launch.config import load_launch_config
 
 LAUNCH = REPO / "configs" / "launch"
 EXAMPLES = LAUNCH / "examples"
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": os.path.dirname(sys.executable)}  # no sbatch, no kubectl
+def _cli(*args: str, path: str | None = None) -> subprocess.CompletedProcess:
+    """`eegfm …` with only the venv on PATH (no sbatch, no kubectl), after `path` if given."""
+    env = {**os.environ, "PATH": ":".join(filter(None, [path, os.path.dirname(sys.executable)]))}
     return subprocess.run(
         [sys.executable, "-m", "eegfm.cli", *args], capture_output=True, text=True, cwd=REPO, env=env
     )
 
 
 def test_slurm_script_for_4_nodes_of_8_gpus() -> None:
-    script = slurm.render_pretrain(load_config(LAUNCH / "slurm_4x8_reve_base.yaml"), "x.yaml")
+    script = slurm.render_pretrain(load_launch_config(LAUNCH / "slurm_4x8_reve_base.yaml"), "x.yaml")
     for directive in (
         "--nodes=4",
         "--ntasks-per-node=8",
@@ -52,7 +54,7 @@ def test_slurm_script_for_4_nodes_of_8_gpus() -> None:
 
 
 def test_cpu_script_has_one_task_per_node_and_no_gpus() -> None:
-    script = slurm.render_pretrain(load_config(LAUNCH / "slurm_cpu_2node.yaml"), "x.yaml")
+    script = slurm.render_pretrain(load_launch_config(LAUNCH / "slurm_cpu_2node.yaml"), "x.yaml")
     assert "--nodes=2\n" in script and "--ntasks-per-node=1\n" in script and "gpus" not in script
     assert "--partition" not in script and "trainer.devices=1" in script
 
@@ -63,7 +65,7 @@ def test_ingest_array_skips_finished_partitions(tmp_path: Path) -> None:
     out = tmp_path / "shards"
     (out / contract.TASKS_DIR).mkdir(parents=True)
     (out / contract.TASKS_DIR / (contract.task_stem(1, 3) + ".json")).write_text("{}")
-    cfg = load_config(LAUNCH / "slurm_cpu_2node.yaml", [f"ingest.out={out}"])
+    cfg = load_launch_config(LAUNCH / "slurm_cpu_2node.yaml", [f"ingest.out={out}"])
     assert slurm.pending_partitions(str(out), 3) == [0, 2]
     array, merge = slurm.render_ingest(cfg, [0, 2])
     assert "#SBATCH --array=0,2\n" in array
@@ -86,7 +88,9 @@ def test_dry_run_prints_without_a_scheduler() -> None:
 
 @pytest.mark.parametrize("kind", ["PyTorchJob", "JobSet"])
 def test_kubernetes_pretraining_manifests_validate(kind: str) -> None:
-    manifest = k8s.render_pretrain(load_config(LAUNCH / "k8s_4x8_reve_base.yaml", [f"k8s.kind={kind}"]))
+    manifest = k8s.render_pretrain(
+        load_launch_config(LAUNCH / "k8s_4x8_reve_base.yaml", [f"k8s.kind={kind}"])
+    )
     k8s.validate(manifest)
     text = k8s.to_yaml([manifest])
     assert "torchrun" in text and "--nproc-per-node=8" in text and "trainer.num_nodes=4" in text
@@ -95,7 +99,7 @@ def test_kubernetes_pretraining_manifests_validate(kind: str) -> None:
 
 
 def test_kubernetes_ingest_is_an_indexed_job_then_a_merge() -> None:
-    jobs = k8s.render_ingest(load_config(LAUNCH / "k8s_4x8_reve_base.yaml"))
+    jobs = k8s.render_ingest(load_launch_config(LAUNCH / "k8s_4x8_reve_base.yaml"))
     for job in jobs:
         k8s.validate(job)
     assert jobs[0]["spec"]["completionMode"] == "Indexed" and jobs[0]["spec"]["completions"] == 64
@@ -107,7 +111,7 @@ def test_kubernetes_ingest_is_an_indexed_job_then_a_merge() -> None:
 
 
 def test_validation_refuses_bad_manifests() -> None:
-    cfg = load_config(LAUNCH / "k8s_4x8_reve_base.yaml")
+    cfg = load_launch_config(LAUNCH / "k8s_4x8_reve_base.yaml")
     manifest = k8s.render_pytorchjob(cfg)
     container = manifest["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]
     container["env"].append({"name": "AWS_SECRET_ACCESS_KEY", "value": "oops"})
@@ -186,9 +190,8 @@ WRAP = "\n#SBATCH --wrap=touch /tmp/pwned"
     ],
 )
 def test_values_that_would_inject_lines_are_refused(tmp_path: Path, body: str, key: str) -> None:
-    cfg = slurm.load_launch_config(str(_launch_config(tmp_path, body)), [])
     with pytest.raises(ConfigError, match=re.escape(key)):
-        slurm.render_pretrain(cfg, "launch.yaml")
+        slurm.render_pretrain(load_launch_config(_launch_config(tmp_path, body)), "launch.yaml")
     done = _cli("submit", "slurm", "--config", str(tmp_path / "launch.yaml"), "--dry-run")
     assert done.returncode == 2 and key in done.stderr and len(done.stderr.splitlines()) == 1, done.stderr
 
@@ -225,7 +228,7 @@ ingest:
   root: {json.dumps(attempts[2])}
   out: {json.dumps(str(tmp_path / attempts[0]))}
 """
-    cfg = slurm.load_launch_config(str(_launch_config(tmp_path, body)), [])
+    cfg = load_launch_config(_launch_config(tmp_path, body))
     printenv = "".join(f'printf "%s\\0" "$V{n}"; ' for n in range(len(attempts)))
     args = _run_script(
         slurm.render_pretrain(cfg, "launch.yaml"), tmp_path, f'srun() {{ {printenv} printf "%s\\0" "$@"; }}'
@@ -243,9 +246,12 @@ ingest:
 
 @pytest.mark.parametrize("key", ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID"])
 def test_inline_credentials_are_refused(tmp_path: Path, key: str) -> None:
-    cfg = slurm.load_launch_config(str(_launch_config(tmp_path, f"slurm:\n  env: {{{key}: abc123}}")), [])
+    path = _launch_config(tmp_path, f"slurm:\n  env: {{{key}: abc123}}")
     with pytest.raises(ConfigError, match=rf"slurm\.env\.{key} is a credential given inline.*oc\.env:{key}"):
-        slurm.render_pretrain(cfg, "launch.yaml")
+        load_launch_config(path)
+    assert load_launch_config(path, [f"slurm.env.{key}=${{oc.env:{key},x}}"])  # a reference is fine …
+    cfg = load_launch_config(_launch_config(tmp_path, ""))
+    cfg.slurm.env[key] = "abc123"  # … a literal set after loading is refused when rendering
     with pytest.raises(ConfigError, match=key):
         slurm.render_ingest(cfg, [0])
 
@@ -270,7 +276,7 @@ slurm:
     TOKEN_URL: "https://x.org/a b/${{oc.env:EEGFM_TEST_SECRET}}?$q"
     REGION: ${{oc.env:EEGFM_TEST_UNSET,eu-west-1}}
 """
-    cfg = slurm.load_launch_config(str(_launch_config(tmp_path, body)), [])
+    cfg = load_launch_config(_launch_config(tmp_path, body))
     job = slurm.submit_pretrain(cfg, "launch.yaml")
     saved = Path(job["script"])
     assert saved == tmp_path / "run" / "launch" / "eegfm-cpu-4242.sbatch"
@@ -283,3 +289,70 @@ slurm:
     stand_in = 'srun() { printf "%s\\0" "$AWS_SECRET_ACCESS_KEY" "$TOKEN_URL" "$REGION"; }'
     args = _run_script(script, tmp_path, stand_in, env={"EEGFM_TEST_SECRET": secret})
     assert args == [secret, f"https://x.org/a b/{secret}?$q", "eu-west-1"]
+
+
+# --- The launch config is typed: typos, wrong types and out-of-range values are refused by name. ---
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("slurm.partitonn=x", "unknown key slurm.partitonn; did you mean slurm.partition?"),
+        ("ingest.taks=3", "unknown key ingest.taks; did you mean ingest.tasks?"),
+        (
+            "resources.gpus_per_nod=4",
+            "unknown key resources.gpus_per_nod; did you mean resources.gpus_per_node?",
+        ),
+        ("pretrain.overides=[]", "unknown key pretrain.overides; did you mean pretrain.overrides?"),
+        ("nmae=x", "unknown key nmae; did you mean name?"),
+        ("resources.nodes=four", "resources.nodes: Value 'four'"),
+        ("slurm.requeue=maybe", "slurm.requeue: Value 'maybe'"),
+        ("resources.nodes=0", "resources.nodes=0 must be at least 1"),
+        ("slurm.signal_before_s=-1", "slurm.signal_before_s=-1 must be at least 0"),
+        ("slurm.env.A=[1,2]", "slurm.env.A: give a single value"),
+        ("k8s.kind=Deployment", "k8s.kind must be one of PyTorchJob, JobSet"),
+    ],
+)
+def test_launch_config_mistakes_exit_2_with_one_line_naming_the_key(override: str, message: str) -> None:
+    done = _cli(
+        "submit", "slurm", "--config", "configs/launch/slurm_4x8_reve_base.yaml", "--dry-run", override
+    )
+    assert done.returncode == 2 and done.stdout == "", done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("eegfm submit: error: configs/launch/slurm_4x8_reve_base.yaml: ")
+    assert message in line, line
+
+
+def test_every_launch_config_field_is_documented() -> None:
+    from eegfm.config import field_docs
+    from eegfm.launch import config
+
+    for schema in (
+        config.LaunchConfig,
+        config.PretrainRef,
+        config.Resources,
+        config.Slurm,
+        config.Ingest,
+        config.K8s,
+    ):
+        missing = {f.name for f in dataclasses.fields(schema)} - set(field_docs(schema))
+        assert not missing, f"{schema.__name__}: {missing}"
+    for path in LAUNCH.glob("*.yaml"):  # and the committed configs load
+        load_launch_config(path)
+
+
+def test_a_refused_submission_is_one_line_with_the_schedulers_reason(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(
+        "#!/bin/bash\necho 'sbatch: error: invalid partition specified: gpu' >&2\nexit 1\n"
+    )
+    (bin_dir / "sbatch").chmod(0o755)
+    config = LAUNCH / "slurm_cpu_2node.yaml"
+    overrides = [f"slurm.log_dir={tmp_path / 'logs'}", f"pretrain.overrides=[run.dir={tmp_path / 'run'}]"]
+    done = _cli("submit", "slurm", "--config", str(config), *overrides, path=str(bin_dir))
+    assert done.returncode == 2, done.stderr
+    assert (
+        done.stderr
+        == "eegfm submit: error: sbatch refused the job: sbatch: error: invalid partition specified: gpu\n"
+    )
