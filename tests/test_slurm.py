@@ -14,7 +14,8 @@ from pathlib import Path
 
 import fsspec
 import pytest
-from conftest import REPO, SlurmCluster
+from conftest import REPO
+from infra.slurm import SlurmCluster
 from pretrainrun import assert_curve_continues, keys_by_step, losses
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
