@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -192,23 +193,80 @@ def test_residual_vq_tokenizer_trains(tueg_shards: Path, tmp_path: Path) -> None
     assert {"signal_loss", "codebook_usage_min", "dead_codes"} <= set(rows[0])
 
 
+# `eegfm pretrain`, recording each rank's codebook digest (hashed here, apart from CodebookHealth's) each time
+# CodebookHealth compares the ranks; with UNSYNCED=1, NeuralTokenizer.sync_codebooks does nothing.
+_RECORDING_CLI = """
+import hashlib, os, sys
+from eegfm.models.tokenizer import NeuralTokenizer
+from eegfm.pretrain.callbacks import codebook_health
+
+compare = codebook_health.CodebookHealth._check_ranks_agree
+
+def record_then_compare(trainer, books):
+    digest = hashlib.sha256(b"".join(b.embed.detach().cpu().numpy().tobytes() for b in books)).hexdigest()
+    with open(os.path.join(os.environ["DIGESTS"], f"rank-{trainer.global_rank}.txt"), "a") as f:
+        f.write(f"{trainer.global_step} {digest}\\n")
+    compare(trainer, books)
+
+codebook_health.CodebookHealth._check_ranks_agree = staticmethod(record_then_compare)
+if os.environ.get("UNSYNCED") == "1":
+    NeuralTokenizer.sync_codebooks = lambda self: None
+from eegfm.cli import main
+sys.exit(main())
+"""
+
+
+def _digests(folder: Path) -> dict[int, dict[int, str]]:
+    """{rank: {step: codebook digest}} as the recording CLI wrote them."""
+    return {
+        int(path.stem.split("-")[1]): dict(
+            (int(step), digest) for step, digest in (line.split() for line in path.read_text().splitlines())
+        )
+        for path in sorted(folder.glob("rank-*.txt"))
+    }
+
+
 @pytest.mark.slow
 def test_ddp_ranks_hold_bit_identical_codebooks(tueg_shards: Path, tmp_path: Path) -> None:
     """CodebookHealth compares the ranks' codebooks bit for bit after the k-means step and every 5 steps,
-    and stops the run on a difference."""
-    run(
-        pretrain_command(
+    and stops the run on a difference. Synced (`sync_codebooks`), the two ranks' codebooks are equal at
+    every check; the same run with the sync disabled (negative control) diverges at the k-means step, and
+    CodebookHealth stops it there naming both digests."""
+    cli = tmp_path / "recording_cli.py"
+    cli.write_text(_RECORDING_CLI)
+    outcomes = {}
+    for unsynced in ("0", "1"):
+        base = tmp_path / f"unsynced-{unsynced}"
+        (base / "digests").mkdir(parents=True)
+        command = pretrain_command(
             str(CONFIGS / "labram_vqnsp_tiny.yaml"),
             tueg_shards,
-            str(tmp_path / "run"),
-            tmp_path / "keys",
+            str(base / "run"),
+            base / "keys",
             "trainer.devices=2",
             "trainer.max_steps=15",
         )
-    )
-    steps = keys_by_step(tmp_path / "keys")
+        env = {**ENV, "DIGESTS": str(base / "digests"), "UNSYNCED": unsynced}
+        done = subprocess.run(
+            [sys.executable, str(cli), *command[3:]], env=env, capture_output=True, text=True, timeout=600
+        )
+        outcomes[unsynced] = (done, _digests(base / "digests"), base)
+
+    done, digests, base = outcomes["0"]
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(digests) == [0, 1] and sorted(digests[0]) == [1, 5, 10, 15], digests
+    assert digests[0] == digests[1]
+    assert len(set(digests[0].values())) > 1  # the codebooks moved, and stayed equal across ranks
+    steps = keys_by_step(base / "keys")
     assert sorted(steps) == [0, 1] and not set(steps[0][3]) & set(steps[1][3])
-    assert float(_rows(str(tmp_path / "run" / "metrics.csv"))[-1]["codebook_usage"]) > 0
+    assert float(_rows(str(base / "run" / "metrics.csv"))[-1]["codebook_usage"]) > 0
+
+    done, digests, _ = outcomes["1"]
+    assert done.returncode != 0, "the unsynced run was not stopped"
+    assert sorted(digests) == [0, 1] and sorted(digests[0]) == [1], digests
+    assert digests[0][1] != digests[1][1]
+    assert "codebooks differ across ranks at step 1" in done.stderr, done.stderr[-3000:]
+    assert digests[0][1] in done.stderr and digests[1][1] in done.stderr
 
 
 @pytest.mark.slow
