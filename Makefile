@@ -15,7 +15,7 @@ LAUNCH ?= configs/launch/slurm_4x8_reve_base.yaml
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help setup lock demo shards merge fixtures test lint format bench-ingest bench-train submit-slurm submit-k8s docker clean
+.PHONY: help setup lock demo shards merge fixtures test golden lint format bench-ingest bench-train submit-slurm submit-k8s docker clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -52,6 +52,9 @@ endif
 
 test: $(STAMP)  ## the whole test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+golden: $(STAMP)  ## rewrite tests/assets/losses/reve_tiny_cpu.txt (the golden loss curve): only on purpose
+	$(BIN)/python tests/golden.py --write
 
 lint: $(STAMP)  ## ruff
 	$(BIN)/ruff check .

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
-from eegfm.ingest.fixtures import GENERIC_EEG
-from eegfm.ingest.positions import montage_positions
+from eegfm.ingest.fixtures import EEGMMIDB_LABELS, GENERIC_EEG
+from eegfm.ingest.positions import case_index, montage_positions
 from eegfm.models.mae import MaeConfig, ReveMae, block_mask
 from eegfm.models.position import FourierEmb4D, token_coordinates
 from eegfm.models.reve import SIZES, ReveEncoder, count_parameters
@@ -70,25 +72,78 @@ def test_permuting_channels_with_their_positions_permutes_the_output() -> None:
     assert out.shape == (2, len(CHANNELS), 11, 64)
 
 
-def test_block_masks_are_exact_spatial_and_temporal_blocks() -> None:
-    pos = _positions().expand(8, -1, -1)
-    config = MaeConfig()
-    g = torch.Generator().manual_seed(0)
-    mask = block_mask(pos, 11, config, g)
-    assert mask.shape == (8, 21, 11)
-    assert (mask.sum(dim=(1, 2)) == round(0.55 * 21 * 11)).all()
-    whole = mask.all(dim=2).sum(dim=1)
-    assert (whole >= round(0.1 * 21)).all()  # channel dropout
-    # One block, no dropout: all masked tokens sit within 3 consecutive patches and 6 cm of each other.
-    single = MaeConfig(mask_ratio=3 / (21 * 11), channel_dropout=0.0)
-    for _ in range(20):
-        m = block_mask(pos[:1], 11, single, g)[0]
-        channels, patches = m.nonzero(as_tuple=True)
-        assert patches.max() - patches.min() < 3
-        assert torch.cdist(pos[0, channels], pos[0, channels]).max() <= 0.06 + 1e-6
-    # In token order (channel-major) a block is runs of consecutive tokens, unlike a transposed build.
-    runs = [int(r) for r in (mask[0].reshape(-1).int().diff() == 1).sum().reshape(1)]
-    assert runs[0] < mask[0].sum() / 2
+def _block_mask_violations(mask: np.ndarray, positions: np.ndarray, config: MaeConfig) -> list[str]:
+    """Why the (C, P) mask `mask` is not a REVE block mask for electrodes at `positions` (C, 3); [] if it is.
+
+    Recomputed here from the definition, not from `block_mask`: a block is every channel within
+    `block_radius_m` (plain float64 distances) of a centre electrode, over `block_patches` consecutive
+    patches. A REVE mask is `round(ratio·C·P)` cells: whole dropped-out channels plus a union of full
+    blocks, except the last block, trimmed at random to land on the count, so what no full block (or whole
+    channel) covers must fit inside a single block.
+    """
+    channels, n_patches = mask.shape
+    violations = []
+    target = round(config.mask_ratio * channels * n_patches)
+    if mask.sum() != target:
+        violations.append(f"{mask.sum()} masked cells, not round({config.mask_ratio}·{channels}·{n_patches})")
+    n_dropped = min(round(config.channel_dropout * channels), target // n_patches)
+    if mask.all(axis=1).sum() < n_dropped:
+        violations.append(f"{mask.all(axis=1).sum()} whole channels masked, fewer than {n_dropped} dropped")
+    xyz = positions.astype(np.float64)
+    near = np.linalg.norm(xyz[:, None] - xyz[None], axis=2) <= config.block_radius_m  # (C, C)
+    span = min(config.block_patches, n_patches)
+    covered = np.repeat(mask.all(axis=1, keepdims=True), n_patches, axis=1)
+    for start in range(n_patches - span + 1):
+        held = mask[:, start : start + span].all(axis=1)  # channels masked over the whole span
+        full_blocks = ~(near & ~held[None, :]).any(axis=1)  # centres whose every neighbour is held
+        covered[near[full_blocks].any(axis=0), start : start + span] = True
+    loose = mask & ~covered
+    if loose.any():
+        loose_channels, loose_patches = loose.any(axis=1), np.flatnonzero(loose.any(axis=0))
+        in_one_block = (
+            loose_patches.max() - loose_patches.min() < span and near[:, loose_channels].all(axis=1).any()
+        )
+        if not in_one_block:
+            violations.append(f"{loose.sum()} masked cells in no full block, more than one trimmed block")
+    return violations
+
+
+@pytest.mark.parametrize("cap", ["10-20, 21 channels", "10-10, 64 channels", "10-05, 343 channels"])
+def test_block_masks_are_unions_of_full_spatio_temporal_blocks(cap: str) -> None:
+    """Every mask is whole dropped channels plus full 3 cm × 3-patch blocks (one trimmed), at the exact
+    ratio; the same check rejects a uniformly random mask, the transposed (patch-major) build of the public
+    REVE code, and blocks that ignore the radius (on caps dense enough to have neighbours within 3 cm)."""
+    table, spelled = montage_positions("standard_1005"), case_index("standard_1005")
+    names = {
+        "10-20, 21 channels": CHANNELS,
+        "10-10, 64 channels": [spelled[label.strip(".").upper()] for label in EEGMMIDB_LABELS],
+        "10-05, 343 channels": list(table),
+    }[cap]
+    xyz = np.array([table[name] for name in names], dtype=np.float32)
+    distances = np.linalg.norm(xyz[:, None].astype(np.float64) - xyz[None], axis=2)
+    # No pair so close to the radius that float32 (the mask's) and float64 (ours) could disagree.
+    assert np.abs(distances - 0.03).min() > 1e-6
+    batch, n_patches, config = 6, 11, MaeConfig()
+    positions = torch.from_numpy(xyz).expand(batch, -1, -1)
+    masks = block_mask(positions, n_patches, config, torch.Generator().manual_seed(0)).numpy()
+    assert masks.shape == (batch, len(names), n_patches)
+    rng = np.random.default_rng(0)
+    neighbours = (distances <= 0.03).sum(axis=1)
+    for mask in masks:
+        assert _block_mask_violations(mask, xyz, config) == []
+        # Negative controls, each with the right count: they must fail the block check itself.
+        transposed = mask.reshape(n_patches, len(names)).T  # built patch-major, read channel-major
+        scattered = mask.all(axis=1, keepdims=True).repeat(n_patches, axis=1)  # the same dropped channels …
+        free = np.flatnonzero(~scattered)  # … and the rest of the count uniformly at random
+        scattered.reshape(-1)[rng.choice(free, mask.sum() - scattered.sum(), replace=False)] = True
+        for control in (transposed, scattered):
+            assert any("in no full block" in v for v in _block_mask_violations(control, xyz, config))
+    if neighbours.max() > 1:  # blocks of one channel (radius ignored) are no 3 cm blocks there
+        pointlike = block_mask(
+            positions, n_patches, replace(config, block_radius_m=0.0), torch.Generator().manual_seed(1)
+        )
+        rejected = [_block_mask_violations(m, xyz, config) for m in pointlike.numpy()]
+        assert all(any("in no full block" in v for v in why) for why in rejected)
 
 
 def test_mae_masks_exactly_and_trains_end_to_end() -> None:

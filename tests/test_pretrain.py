@@ -18,7 +18,6 @@ from pretrainrun import (
     ENV,
     assert_curve_continues,
     assert_killed_run_resumes_exactly,
-    fixed_batches,
     keys_by_step,
     losses,
     micro_batches,
@@ -256,8 +255,39 @@ def test_params_prints_the_encoder_count_last() -> None:
     assert last.startswith("encoder:") and abs(int(last.split()[-1].replace(",", "")) / 69.2e6 - 1) < 0.02
 
 
-def _masked_losses(checkpoint: str, shards: Path, batches: int = 7) -> dict[str, float]:
-    """Mean masked-patch L1 over fixed batches (fixed masks) of: the trained model, the same model at
+@pytest.fixture(scope="module")
+def split_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A TUEG-like corpus of 6 subjects split by subject 60/40 into train and val: 4 subjects (95 windows)
+    to train on, 2 others (48 windows) held out. (`tueg_shards` puts all its 4 subjects in train.)"""
+    from eegfm.ingest.fixtures import generate_corpus
+    from eegfm.ingest.recipe import load_recipe
+    from eegfm.ingest.run import run_shards
+
+    base = tmp_path_factory.mktemp("split")
+    generate_corpus("tueg", base / "corpus", seed=0, n_subjects=6, duration_s=120.0)
+    splits = ["splits.train=0.6", "splits.val=0.4", "splits.test=0.0"]
+    recipe = load_recipe("tueg", splits, root=str(base / "corpus"))
+    run_shards(recipe, str(base / "shards"), shard_bytes=512 * 1024, progress=False)
+    return base / "shards"
+
+
+def _heldout_batches(shards: Path, transform: object, epochs: int = 3) -> list[dict]:
+    """Every val window of `shards`, `epochs` times over (other groupings, other masks from `transform`),
+    in micro-batches of 320 channel-windows."""
+    from eegfm.pretrain.data import Cursor, DatasetSpec, ShardStream, load_table
+
+    table = load_table([DatasetSpec(str(shards), split="val")], "train")
+    options = dict(seed=123, budget=320, clip=15.0, start=Cursor(), rank=0, world=1, accumulation=1)
+    batches = []
+    for batch in ShardStream(table, [None], **options, transform=transform):
+        if batch["epoch"] == epochs:
+            return batches
+        batches.append(batch)
+    raise AssertionError("the stream ended")
+
+
+def _masked_losses(checkpoint: str, batches: list[dict]) -> dict[str, float]:
+    """Mean masked-patch L1 over `batches` (their masks fixed) of: the trained model, the same model at
     initialisation, and the trivial predictor (each channel's mean over its visible patches)."""
     from eegfm.pretrain.data import batch_generator
     from eegfm.pretrain.mae import MaePretraining
@@ -267,24 +297,35 @@ def _masked_losses(checkpoint: str, shards: Path, batches: int = 7) -> dict[str,
     initial = MaePretraining(**trained.hparams).eval()
     totals = {"trained": 0.0, "initial": 0.0, "trivial": 0.0}
     with torch.no_grad():
-        for batch in fixed_batches(shards, 123, trained.batch_transform(), batches):
+        for batch in batches:
             for name, module in (("trained", trained), ("initial", initial)):
                 generator = batch_generator(123, batch["epoch"], batch["index"], stream=1)
                 out = module.model(batch["eeg"], batch["positions"], generator, mask=batch["mask"])
-                totals[name] += out.reconstruction_loss.item() / batches
+                totals[name] += out.reconstruction_loss.item() / len(batches)
             patches, mask = trained.model.encoder.patchify(batch["eeg"]), batch["mask"]
             visible = (~mask)[..., None].float()
             mean = (patches * visible).sum((2, 3)) / (visible.sum((2, 3)) * patches.shape[-1]).clamp(min=1)
             trivial = mean[:, :, None, None].expand_as(patches)
-            totals["trivial"] += torch.nn.functional.l1_loss(trivial[mask], patches[mask]).item() / batches
+            loss = torch.nn.functional.l1_loss(trivial[mask], patches[mask])
+            totals["trivial"] += loss.item() / len(batches)
     return totals
 
 
 @pytest.mark.slow
-def test_the_model_learns(tueg_shards: Path, tmp_path: Path) -> None:
+def test_the_model_learns(split_shards: Path, tmp_path: Path) -> None:
+    """Trained on 4 subjects, the MAE reconstructs the masked patches of 2 held-out subjects better than
+    its own initialisation and than each channel's visible mean.
+
+    Measured (400 steps, lr 3e-3, 3 passes over the 48 held-out windows, fixed masks): held-out L1
+    0.746 trained, 0.917 at initialisation, 0.800 for the channel means, i.e. 18.6 % below the
+    initialisation and 6.7 % below the channel means. A broken MAE whose decoder never sees the encoder
+    (its visible tokens zeroed) measured 0.778, 0.918, 0.800: 15 % below its initialisation but only 2.7 %
+    below the channel means. The margins: 9 % below the initialisation (half the gap), 4.5 % below the
+    channel means (midway between 6.7 % and 2.7 %). The evaluation itself is deterministic.
+    """
     run(
         _pretrain(
-            tueg_shards,
+            split_shards,
             str(tmp_path / "run"),
             tmp_path / "keys",
             "data.channel_budget=320",
@@ -293,6 +334,14 @@ def test_the_model_learns(tueg_shards: Path, tmp_path: Path) -> None:
             "checkpoint.every_n_steps=400",
         )
     )
-    l1 = _masked_losses(str(tmp_path / "run" / "checkpoints" / "step=00000400.ckpt"), tueg_shards)
-    assert l1["trained"] < 0.97 * l1["trivial"], l1
-    assert l1["trained"] < 0.9 * l1["initial"], l1
+    trained_on = {key.split("_")[0] for step in keys_by_step(tmp_path / "keys")[0].values() for key in step}
+    checkpoint = str(tmp_path / "run" / "checkpoints" / "step=00000400.ckpt")
+    from eegfm.pretrain.mae import MaePretraining
+
+    transform = MaePretraining.load_from_checkpoint(checkpoint, weights_only=True).batch_transform()
+    batches = _heldout_batches(split_shards, transform)
+    held_out = {key.split("_")[0] for batch in batches for key in batch["keys"]}
+    assert len(held_out) == 2 and not held_out & trained_on, (sorted(trained_on), sorted(held_out))
+    l1 = _masked_losses(checkpoint, batches)
+    assert l1["trained"] < 0.955 * l1["trivial"], l1
+    assert l1["trained"] < 0.91 * l1["initial"], l1

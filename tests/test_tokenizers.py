@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import math
+import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -10,6 +12,7 @@ from pathlib import Path
 import fsspec
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import REPO
 from pretrainrun import (
     ENV,
@@ -21,7 +24,7 @@ from pretrainrun import (
     run,
 )
 
-from eegfm.models.mcm import SIZES, MaskedCodeModel, McmConfig, token_mask
+from eegfm.models.mcm import SIZES, MaskedCodeModel, McmConfig, McmOutput, token_mask
 from eegfm.models.reve import count_parameters
 from eegfm.models.tokenizer import NeuralTokenizer, TokenizerConfig
 
@@ -60,18 +63,85 @@ def test_masked_code_encoder_sizes(size: str, millions: float) -> None:
     assert abs(count_parameters(model.encoder) / 1e6 - millions) / millions < 0.02
 
 
-def test_masks_are_exact_and_every_patch_is_a_target_once() -> None:
+def test_token_masks_are_exact_and_differ_per_sample() -> None:
     mask = token_mask(3, 190, 0.5, torch.Generator().manual_seed(0))
     assert (mask.sum(dim=1) == 95).all() and not torch.equal(mask[0], mask[1])
-    model = MaskedCodeModel(McmConfig(**SIZES["labram_tiny"], codebook_size=512, codes_per_patch=2))
-    eeg, positions, codes = (
-        torch.randn(3, 19, 2000),
-        torch.rand(3, 19, 3) * 0.1,
-        torch.randint(512, (3, 190, 2)),
+
+
+class _SameHalfTwice(MaskedCodeModel):
+    """Negative control: a stage 2 whose second pass masks the first pass's half again."""
+
+    def forward(self, eeg, positions, codes, mask):  # type: ignore[override]
+        loss, accuracy = self._pass(eeg, positions, codes, mask)
+        again, again_accuracy = self._pass(eeg, positions, codes, mask)
+        return McmOutput((loss + again) / 2, (accuracy + again_accuracy) / 2)
+
+
+class _FreshRandomHalf(MaskedCodeModel):
+    """Negative control: a second pass on a new random half, not the complement."""
+
+    def forward(self, eeg, positions, codes, mask):  # type: ignore[override]
+        other = token_mask(*mask.shape, 0.5, torch.Generator().manual_seed(99))
+        loss, accuracy = self._pass(eeg, positions, codes, mask)
+        second, second_accuracy = self._pass(eeg, positions, codes, other)
+        return McmOutput((loss + second) / 2, (accuracy + second_accuracy) / 2)
+
+
+def _complement_pass_failures(model: MaskedCodeModel) -> list[str]:
+    """How `model`'s forward departs from LaBraM's symmetric pass (the second pass masks exactly the
+    complement of the first, and scores the codes there); [] if it does not.
+
+    (a) Its loss is the mean of two cross-entropies computed here from the definition: the encoder with
+    `mask` masked, scored at `mask`, and with `~mask` masked, scored at `~mask` (no other mask gives the
+    same encoder features). (b) With a head that predicts code 7 everywhere (zero weights, bias on 7), codes
+    that are 7 on exactly one half make each pass right on all or none of its targets: accuracy must be
+    exactly 1/2 whichever half is right and the loss must be the closed-form mean of a right and a wrong
+    cross-entropy, while codes that are never 7 give accuracy 0.
+    """
+    size, slots = model.config.codebook_size, model.config.codes_per_patch
+    generator = torch.Generator().manual_seed(0)
+    eeg, positions = (
+        torch.randn(2, 19, 2000, generator=generator),
+        torch.rand(2, 19, 3, generator=generator) * 0.1,
     )
-    out = model(eeg, positions, codes, mask)
-    out.loss.backward()
-    assert 0 <= out.accuracy <= 1 and out.loss > 0
+    codes = torch.randint(8, size, (2, 190, slots), generator=generator)  # never code 7 …
+    mask = token_mask(2, 190, 0.5, generator)
+    failures = []
+    with torch.no_grad():
+        out = model(eeg, positions, codes, mask)
+        by_definition = []
+        for half in (mask, ~mask):
+            logits = model.head(model.encoder(eeg, positions, half)[half]).reshape(-1, size)
+            by_definition.append(F.cross_entropy(logits, codes[half].reshape(-1)))
+        if not torch.allclose(out.loss, sum(by_definition) / 2, rtol=1e-6, atol=0):
+            failures.append(f"loss {float(out.loss)} is not the mean over the half and its complement")
+
+        model.head.weight.zero_()
+        model.head.bias.zero_()
+        model.head.bias.reshape(slots, size)[:, 7] = 10.0
+        right = math.log(math.exp(10.0) + size - 1) - 10.0  # cross-entropy of the predicted code
+        wrong = math.log(math.exp(10.0) + size - 1)
+        if float(model(eeg, positions, codes, mask).accuracy) != 0.0:
+            failures.append("a head that is never right scored above 0")
+        for name, half in (("first", mask), ("second", ~mask)):
+            sevens = torch.where(half[..., None], 7, codes)  # … except on this half
+            out = model(eeg, positions, sevens, mask)
+            if float(out.accuracy) != 0.5:
+                failures.append(f"accuracy {float(out.accuracy)} when only the {name} pass's half is right")
+            if not math.isclose(float(out.loss), (right + wrong) / 2, rel_tol=1e-5):
+                failures.append(f"loss {float(out.loss)} when only the {name} pass's half is right")
+    return failures
+
+
+def test_the_second_pass_masks_and_scores_exactly_the_complement() -> None:
+    """LaBraM's symmetric pass, so every patch is a target once per step; the same checks reject a second
+    pass that repeats the first half or masks a fresh random half."""
+    config = McmConfig(**SIZES["labram_tiny"], codebook_size=512, codes_per_patch=2)
+    torch.manual_seed(0)
+    assert _complement_pass_failures(MaskedCodeModel(config)) == []
+    for broken in (_SameHalfTwice, _FreshRandomHalf):
+        torch.manual_seed(0)
+        assert _complement_pass_failures(broken(config)), broken.__name__
 
 
 def test_params_for_the_stage_2_configs_need_no_tokenizer() -> None:
@@ -123,23 +193,80 @@ def test_residual_vq_tokenizer_trains(tueg_shards: Path, tmp_path: Path) -> None
     assert {"signal_loss", "codebook_usage_min", "dead_codes"} <= set(rows[0])
 
 
+# `eegfm pretrain`, recording each rank's codebook digest (hashed here, apart from CodebookHealth's) each time
+# CodebookHealth compares the ranks; with UNSYNCED=1, NeuralTokenizer.sync_codebooks does nothing.
+_RECORDING_CLI = """
+import hashlib, os, sys
+from eegfm.models.tokenizer import NeuralTokenizer
+from eegfm.pretrain.callbacks import codebook_health
+
+compare = codebook_health.CodebookHealth._check_ranks_agree
+
+def record_then_compare(trainer, books):
+    digest = hashlib.sha256(b"".join(b.embed.detach().cpu().numpy().tobytes() for b in books)).hexdigest()
+    with open(os.path.join(os.environ["DIGESTS"], f"rank-{trainer.global_rank}.txt"), "a") as f:
+        f.write(f"{trainer.global_step} {digest}\\n")
+    compare(trainer, books)
+
+codebook_health.CodebookHealth._check_ranks_agree = staticmethod(record_then_compare)
+if os.environ.get("UNSYNCED") == "1":
+    NeuralTokenizer.sync_codebooks = lambda self: None
+from eegfm.cli import main
+sys.exit(main())
+"""
+
+
+def _digests(folder: Path) -> dict[int, dict[int, str]]:
+    """{rank: {step: codebook digest}} as the recording CLI wrote them."""
+    return {
+        int(path.stem.split("-")[1]): dict(
+            (int(step), digest) for step, digest in (line.split() for line in path.read_text().splitlines())
+        )
+        for path in sorted(folder.glob("rank-*.txt"))
+    }
+
+
 @pytest.mark.slow
 def test_ddp_ranks_hold_bit_identical_codebooks(tueg_shards: Path, tmp_path: Path) -> None:
     """CodebookHealth compares the ranks' codebooks bit for bit after the k-means step and every 5 steps,
-    and stops the run on a difference."""
-    run(
-        pretrain_command(
+    and stops the run on a difference. Synced (`sync_codebooks`), the two ranks' codebooks are equal at
+    every check; the same run with the sync disabled (negative control) diverges at the k-means step, and
+    CodebookHealth stops it there naming both digests."""
+    cli = tmp_path / "recording_cli.py"
+    cli.write_text(_RECORDING_CLI)
+    outcomes = {}
+    for unsynced in ("0", "1"):
+        base = tmp_path / f"unsynced-{unsynced}"
+        (base / "digests").mkdir(parents=True)
+        command = pretrain_command(
             str(CONFIGS / "labram_vqnsp_tiny.yaml"),
             tueg_shards,
-            str(tmp_path / "run"),
-            tmp_path / "keys",
+            str(base / "run"),
+            base / "keys",
             "trainer.devices=2",
             "trainer.max_steps=15",
         )
-    )
-    steps = keys_by_step(tmp_path / "keys")
+        env = {**ENV, "DIGESTS": str(base / "digests"), "UNSYNCED": unsynced}
+        done = subprocess.run(
+            [sys.executable, str(cli), *command[3:]], env=env, capture_output=True, text=True, timeout=600
+        )
+        outcomes[unsynced] = (done, _digests(base / "digests"), base)
+
+    done, digests, base = outcomes["0"]
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(digests) == [0, 1] and sorted(digests[0]) == [1, 5, 10, 15], digests
+    assert digests[0] == digests[1]
+    assert len(set(digests[0].values())) > 1  # the codebooks moved, and stayed equal across ranks
+    steps = keys_by_step(base / "keys")
     assert sorted(steps) == [0, 1] and not set(steps[0][3]) & set(steps[1][3])
-    assert float(_rows(str(tmp_path / "run" / "metrics.csv"))[-1]["codebook_usage"]) > 0
+    assert float(_rows(str(base / "run" / "metrics.csv"))[-1]["codebook_usage"]) > 0
+
+    done, digests, _ = outcomes["1"]
+    assert done.returncode != 0, "the unsynced run was not stopped"
+    assert sorted(digests) == [0, 1] and sorted(digests[0]) == [1], digests
+    assert digests[0][1] != digests[1][1]
+    assert "codebooks differ across ranks at step 1" in done.stderr, done.stderr[-3000:]
+    assert digests[0][1] in done.stderr and digests[1][1] in done.stderr
 
 
 @pytest.mark.slow
