@@ -69,9 +69,14 @@ def index_name(shard: str) -> str:
     return shard.removesuffix(".tar") + INDEX_SUFFIX
 
 
-def montage_tag(channels: list[str] | tuple[str, ...]) -> str:
-    """Stable short id of an ordered canonical channel set: same channels in the same order, same tag."""
-    return hashlib.sha1(",".join(channels).encode()).hexdigest()[:10]
+def montage_tag(reference: str, channels: list[str] | tuple[str, ...]) -> str:
+    """Stable short id of a reference and an ordered canonical channel set: same reference, same channels
+    in the same order, same tag.
+
+    The reference is part of it because an average-referenced and a linked-ears recording of the same
+    electrodes are different signals, and `montage_name` (which every tag has exactly one of) names both.
+    """
+    return hashlib.sha1(f"{reference}|{','.join(channels)}".encode()).hexdigest()[:10]
 
 
 def montage_name(reference: str, channels: list[str] | tuple[str, ...]) -> str:

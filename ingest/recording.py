@@ -429,7 +429,7 @@ def _finish(
         recording=source.recording,
         samples=len(kept),
         hours=hours,
-        montage=contract.montage_tag(names),
+        montage=contract.montage_tag(source.reference, names),
         montage_name=contract.montage_name(source.reference, names),
         channels=names,
         orig_sfreq=plan.orig_sfreq,

@@ -66,7 +66,7 @@ def check_contract(out: Path, window_samples: int = 2000, dtype: str = "float16"
             assert np.all(np.isfinite(eeg)) and np.all(np.isfinite(pos))
             assert np.all(np.abs(pos) < 0.2), "positions must be metres"
             assert meta["split"] == shard["split"] and meta["units"] == "uV" and meta["sfreq"] == 200.0
-            assert meta["montage"] == contract.montage_tag(meta["channels"])
+            assert meta["montage"] == contract.montage_tag(meta["reference"], meta["channels"])
             assert len(meta["channel_mean"]) == len(meta["channel_std"]) == n_channels
             assert key.startswith(contract.recording_key(meta["source_file"]))
             assert meta["preprocess_hash"] == manifest["preprocess_hash"]
