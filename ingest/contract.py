@@ -11,7 +11,7 @@ import re
 
 SHARD_PATTERN = "{dataset}-{split}-{task}-{index:06d}.tar"
 INDEX_SUFFIX = ".index.json"  # beside each shard: where each sample's bytes are, and its shape
-INDEX_FORMAT = "eegfm-shard-index/1"
+INDEX_FORMAT = "eegfm-shard-index/2"  # /2: each row ends with the sample's crc32
 MANIFEST_NAME = "manifest.json"
 REPORT_NAME = "report.html"
 TASKS_DIR = "_tasks"  # per-task state and manifests, merged into MANIFEST_NAME
@@ -63,15 +63,21 @@ def index_name(shard: str) -> str:
     """The index beside a shard: `x.tar` → `x.index.json`.
 
     It lists, in tar order, each sample's key, the byte range [offset, offset + size) of its members
-    (headers included) and its EEG shape, so that a loader can plan batches by shape and read any sample
-    with one ranged read, without opening the tar.
+    (headers included), its EEG shape and the `zlib.crc32` of that byte range (columns `key, offset,
+    size, channels, times, crc32`), so that a loader can plan batches by shape and read any sample with
+    one ranged read, and check it, without opening the tar. `indexed_tar.IndexedTarWriter` writes both.
     """
     return shard.removesuffix(".tar") + INDEX_SUFFIX
 
 
-def montage_tag(channels: list[str] | tuple[str, ...]) -> str:
-    """Stable short id of an ordered canonical channel set: same channels in the same order, same tag."""
-    return hashlib.sha1(",".join(channels).encode()).hexdigest()[:10]
+def montage_tag(reference: str, channels: list[str] | tuple[str, ...]) -> str:
+    """Stable short id of a reference and an ordered canonical channel set: same reference, same channels
+    in the same order, same tag.
+
+    The reference is part of it because an average-referenced and a linked-ears recording of the same
+    electrodes are different signals, and `montage_name` (which every tag has exactly one of) names both.
+    """
+    return hashlib.sha1(f"{reference}|{','.join(channels)}".encode()).hexdigest()[:10]
 
 
 def montage_name(reference: str, channels: list[str] | tuple[str, ...]) -> str:

@@ -14,7 +14,7 @@ import eegfm
 from eegfm.ingest import contract
 from eegfm.ingest.recording import HISTOGRAM_EDGES
 from eegfm.ingest.report import write_report
-from eegfm.storage import join_url, read_json, write_json
+from eegfm.storage import join_url, read_json, remove_stale_temporaries, write_json
 
 FORMAT = "eegfm-shards/1"
 
@@ -44,6 +44,8 @@ def reason_kind(reason: str) -> str:
 
 def merge(out: str) -> dict[str, Any]:
     """Combine every task manifest under `out` into `out/manifest.json`; all tasks must have finished."""
+    for name in (contract.MANIFEST_NAME, contract.REPORT_NAME):  # what a merge killed mid-write left
+        remove_stale_temporaries(out, name)
     fs, root = fsspec.core.url_to_fs(join_url(out, contract.TASKS_DIR))
     names = sorted(p.rsplit("/", 1)[-1] for p in fs.glob(f"{root}/task-*-of-*.json") if ".state" not in p)
     if not names:

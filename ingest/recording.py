@@ -7,11 +7,13 @@ which are known only at the end; the spool is then read back in order by the sha
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
 import re
 import tempfile
+import unicodedata
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -44,7 +46,27 @@ HISTOGRAM_EDGES = np.linspace(-1000.0, 1000.0, 201)  # values beyond the ends co
 _HISTOGRAM_WIDTH = HISTOGRAM_EDGES[1] - HISTOGRAM_EDGES[0]
 _HISTOGRAM_STRIDE = 16  # every 16th sample is plenty for a histogram and keeps it off the hot path
 
-_VOLT_SCALES = {"uv": 1.0, "µv": 1.0, "μv": 1.0, "microv": 1.0, "mv": 1e3, "v": 1e6, "nv": 1e-3}
+# Factor to µV of every spelling of a voltage unit real files write, after `_unit_key` (NFKC, which maps
+# the micro sign µ to Greek mu μ, then lower case, no spaces): uV, UV, µV, μV, microvolt(s), mV, V, nV.
+# The field is 8 bytes, so writers cut the long names ("microvol", "millivol").
+_VOLT_SCALES = {
+    "uv": 1.0,
+    "μv": 1.0,
+    "microv": 1.0,
+    "microvol": 1.0,
+    "microvolt": 1.0,
+    "microvolts": 1.0,
+    "mv": 1e3,
+    "millivol": 1e3,
+    "millivolt": 1e3,
+    "millivolts": 1e3,
+    "v": 1e6,
+    "volt": 1e6,
+    "volts": 1e6,
+    "nv": 1e-3,
+    "nanovolt": 1e-3,
+    "nanovolts": 1e-3,
+}
 
 
 @dataclass
@@ -120,7 +142,7 @@ def unit_scale(signal: EdfSignal) -> tuple[float, str | None] | str:
     A blank unit field must never silently mean volts (a ×10⁶ error): it is read as µV only when the
     physical range could not be volts or millivolts for scalp EEG (|range| ≥ 10).
     """
-    unit = signal.unit.strip().lower().replace(" ", "")
+    unit = _unit_key(signal.unit)
     if unit in _VOLT_SCALES:
         return _VOLT_SCALES[unit], None
     if unit == "":
@@ -129,6 +151,20 @@ def unit_scale(signal: EdfSignal) -> tuple[float, str | None] | str:
             return 1.0, f"{signal.label}: blank unit field, physical range ±{largest:g} read as µV"
         return f"blank unit field and a small physical range: cannot tell V, mV or µV apart (±{largest:g})"
     return f"unit {signal.unit!r} is not a voltage"
+
+
+def _unit_key(unit: str) -> str:
+    """A unit field as `_VOLT_SCALES` spells it, whatever encoding the file's writer used.
+
+    The reader decodes header bytes as latin-1 (every byte decodes), so a µ written in UTF-8 (C2 B5, or
+    Greek mu CE BC) arrives as two characters (`Âµ`, `Î¼`); those are re-decoded as the UTF-8 they were.
+    NFKC then folds the micro sign (latin-1 B5) into Greek mu, so both micro letters compare equal.
+    """
+    text = unit.strip()
+    # Not UTF-8 bytes: keep the latin-1 reading (a lone B5 is the latin-1 micro sign).
+    with contextlib.suppress(UnicodeEncodeError, UnicodeDecodeError):
+        text = text.encode("latin-1").decode("utf-8")
+    return unicodedata.normalize("NFKC", text).lower().replace(" ", "")
 
 
 def plan_channels(header: EdfHeader, recipe: Recipe) -> _ChannelPlan:
@@ -393,7 +429,7 @@ def _finish(
         recording=source.recording,
         samples=len(kept),
         hours=hours,
-        montage=contract.montage_tag(names),
+        montage=contract.montage_tag(source.reference, names),
         montage_name=contract.montage_name(source.reference, names),
         channels=names,
         orig_sfreq=plan.orig_sfreq,

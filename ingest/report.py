@@ -47,6 +47,8 @@ def render_report_html(manifest: dict[str, Any]) -> str:
     written = [f for f in files if f["status"] == "written"]
     skipped = [f for f in files if f["status"] != "written"]
     dataset = str(manifest.get("dataset", "?"))
+    # One name per tag, from the same place for the table and the figure.
+    montage_names = {tag: m["montage_name"] for tag, m in totals["per_montage"].items()}
 
     parts = [
         "<!DOCTYPE html>",
@@ -110,7 +112,7 @@ def render_report_html(manifest: dict[str, Any]) -> str:
         *(
             _img(fig, alt)
             for fig, alt in (
-                (montage_split_figure(written), "hours per montage and split"),
+                (montage_split_figure(written, montage_names), "hours per montage and split"),
                 (channel_coverage_figure(totals["channel_hours"]), "hours per channel"),
                 (electrode_map_figure(totals["positions"], totals["channel_hours"]), "electrode positions"),
                 (amplitude_figure(totals["amplitude_histogram"]), "amplitude histogram"),
@@ -148,16 +150,19 @@ def write_report(manifest: dict[str, Any], out_dir: str) -> str:
 # --- figures -------------------------------------------------------------------------------------------
 
 
-def montage_split_figure(written: list[dict[str, Any]]) -> Figure:
+def montage_split_figure(
+    written: list[dict[str, Any]], montage_names: dict[str, str] | None = None
+) -> Figure:
     """Stacked bars of hours per montage, one colour per split: which montages dominate each split.
 
-    The per-montage totals carry no split, so this one figure counts from the written files.
+    The per-montage totals carry no split, so this one figure counts from the written files; its labels
+    are `montage_names` (tag → name, the per-montage table's names) so that table and figure agree.
     """
     hours: defaultdict[str, defaultdict[str, float]] = defaultdict(lambda: defaultdict(float))
-    names: dict[str, str] = {}
+    names: dict[str, str] = dict(montage_names or {})
     for f in written:
         hours[f["montage"]][f["split"]] += f["hours"]
-        names[f["montage"]] = f["montage_name"]
+        names.setdefault(f["montage"], f["montage_name"])
     if not hours:
         return _no_data("Hours per montage and split", "no files were written")
     tags = sorted(hours, key=lambda t: -sum(hours[t].values()))

@@ -12,9 +12,12 @@ committed samples of the latter, and so writes exactly the shards an uninterrupt
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import shutil
 import struct
 import tempfile
 import time
@@ -26,6 +29,7 @@ from multiprocessing import get_context
 from typing import Any
 
 import fsspec
+from fsspec.implementations.local import LocalFileSystem
 from tqdm import tqdm
 
 from eegfm.ingest import contract
@@ -34,9 +38,11 @@ from eegfm.ingest.preprocess import preprocess_hash
 from eegfm.ingest.recipe import Recipe, SourceFile, discover, recipe_as_dict
 from eegfm.ingest.recording import HISTOGRAM_EDGES, FileOutcome, Sample, ingest_file
 from eegfm.ingest.shardwriter import ShardWriter
-from eegfm.storage import exists, join_url, read_json, write_json
+from eegfm.storage import exists, join_url, read_json, remove_stale_temporaries, write_json
 
 DEFAULT_SHARD_BYTES = 256 * 1024 * 1024
+SPOOL_SUFFIX = ".spool"  # `_tasks/<task stem>.spool/run-*/`: the workers' spools of a live run
+_SPOOL_LOCK = "lock"
 
 
 def run_shards(recipe: Recipe, out: str, **options: Any) -> dict[str, Any]:
@@ -66,13 +72,82 @@ def run_task(
     run_hash = _digest(config)
     inputs_hash = _digest([(f.path, f.size) for f in files])
     stem = join_url(out, contract.TASKS_DIR, contract.task_stem(task_index, num_tasks))
+    _remove_debris(out, recipe, task_index, stem)
     if exists(stem + ".json"):
         finished = read_json(stem + ".json")
         _check_same_run(finished, run_hash, inputs_hash, out)
         return finished
     task = _Task(recipe, out, task_index, stem, (run_hash, inputs_hash), config, shard_bytes)
-    task.run(files, workers, progress)
+    task.run(files, workers, progress, _spool_parent(out, stem))
     return read_json(stem + ".json")
+
+
+def _remove_debris(out: str, recipe: Recipe, task_index: int, stem: str) -> None:
+    """What a killed run of this very task left: its shards' and journal's temporaries, and its spools.
+
+    Only names that this task alone writes are touched (its shard names carry the task index), and only
+    files no live writer holds (see `remove_stale_temporaries`), so a re-run cleans up after a kill while
+    the other tasks of the same OUT run on.
+    """
+    for split in recipe.splits:
+        shard_prefix = contract.shard_name(recipe.name, split, task_index, 0).removesuffix("000000.tar")
+        remove_stale_temporaries(out, shard_prefix)
+    remove_stale_temporaries(join_url(out, contract.TASKS_DIR), stem.rsplit("/", 1)[-1] + ".json")
+    remove_stale_temporaries(stem + ".state", "")
+    _remove_dead_spools(_spool_parent(out, stem))
+
+
+def _spool_parent(out: str, stem: str) -> str:
+    """Where this task's workers spool: under OUT's task folder when OUT is local, so that a killed run's
+    spools are found by its re-run (from any node); for object storage, a local folder named after the task.
+    """
+    fs, path = fsspec.core.url_to_fs(stem)
+    if isinstance(fs, LocalFileSystem):
+        return path + SPOOL_SUFFIX
+    return os.path.join(tempfile.gettempdir(), f"eegfm-ingest-{hashlib.sha1(stem.encode()).hexdigest()[:12]}")
+
+
+def _remove_dead_spools(parent: str) -> None:
+    """Remove every run folder under `parent` whose run is dead (its lock file is free, or it has none)."""
+    if not os.path.isdir(parent):
+        return
+    for name in os.listdir(parent):
+        folder = os.path.join(parent, name)
+        try:
+            fd = os.open(os.path.join(folder, _SPOOL_LOCK), os.O_RDONLY)
+        except FileNotFoundError:
+            fd = None
+        except NotADirectoryError:
+            continue
+        try:
+            if fd is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    continue  # a live run of this task (or no locks here: cannot tell, so keep it)
+            shutil.rmtree(folder, ignore_errors=True)
+        finally:
+            if fd is not None:
+                os.close(fd)
+    with contextlib.suppress(OSError):
+        os.rmdir(parent)  # only if empty
+
+
+@contextlib.contextmanager
+def _spool_folder(parent: str) -> Iterator[str]:
+    """A folder for one run's spools, locked (flock on its lock file) while the run lives, removed after."""
+    os.makedirs(parent, exist_ok=True)
+    folder = tempfile.mkdtemp(prefix="run-", dir=parent)
+    fd = os.open(os.path.join(folder, _SPOOL_LOCK), os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        yield folder
+    finally:
+        os.close(fd)
+        shutil.rmtree(folder, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            os.rmdir(parent)
 
 
 def _digest(obj: Any) -> str:
@@ -126,7 +201,7 @@ class _Task:
         # Per split, the files with samples in its open (uncommitted) shard, in order.
         self.open_files: dict[str, list[FileOutcome]] = {split: [] for split in recipe.splits}
 
-    def run(self, files: list[SourceFile], workers: int, progress: bool) -> None:
+    def run(self, files: list[SourceFile], workers: int, progress: bool, spool_parent: str) -> None:
         done = {f["path"] for f in self.done}
         pending = [f for f in files if f.path not in done]
         bar = tqdm(
@@ -138,7 +213,7 @@ class _Task:
             dynamic_ncols=True,
         )
         started, hours = time.monotonic(), 0.0
-        for outcome, samples in _ingested(pending, self.recipe, workers):
+        for outcome, samples in _ingested(pending, self.recipe, workers, spool_parent):
             self._write(outcome, samples)
             hours += outcome.hours
             bar.update()
@@ -249,7 +324,7 @@ def _load_journal(folder: str, hashes: tuple[str, str], out: str) -> dict[str, A
 
 
 def _ingested(
-    files: list[SourceFile], recipe: Recipe, workers: int
+    files: list[SourceFile], recipe: Recipe, workers: int, spool_parent: str
 ) -> Iterator[tuple[FileOutcome, Iterator[Sample]]]:
     """(outcome, samples) per file, in file order; with workers > 1 the files are read in parallel."""
     if workers <= 1:
@@ -257,8 +332,10 @@ def _ingested(
             result = ingest_file(source, recipe)
             yield result.outcome, result.samples
         return
-    spool_dir = tempfile.mkdtemp(prefix="eegfm-ingest-")
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+    with (
+        _spool_folder(spool_parent) as spool_dir,
+        ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool,
+    ):
         queue: deque[Future] = deque()
         todo = iter(files)
         for source in todo:
@@ -271,7 +348,6 @@ def _ingested(
             if source is not None:
                 queue.append(pool.submit(_ingest_to_spool, source, recipe, spool_dir))
             yield outcome, _read_spool(path)
-    os.rmdir(spool_dir)
 
 
 # A worker hands its samples to the writer through a local file: [header length][JSON header][members…].

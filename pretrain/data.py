@@ -129,7 +129,7 @@ def load_table(specs: Sequence[DatasetSpec], split: str, tokens: str | None = No
             rows = index["samples"]
             if index.get("format") != contract.INDEX_FORMAT or len(rows) != shard["samples"]:
                 raise ValueError(f"{url}: index does not match the manifest's {shard['samples']} samples")
-            arr = np.array([r[1:] for r in rows], dtype=np.int64).reshape(-1, 4)
+            arr = np.array([r[1:5] for r in rows], dtype=np.int64).reshape(-1, 4)
             columns[0].append(np.full(len(rows), len(urls), dtype=np.int32))
             for col, values in zip(columns[1:], arr.T, strict=True):
                 col.append(values)

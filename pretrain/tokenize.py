@@ -2,10 +2,10 @@
 
 For each shard `x.tar` of a dataset, `x.tokens-<id>.tar` holds `<key>.tok.npy` (C × P × codes per patch,
 int16 or int32) for the same windows in the same order, and `x.tokens-<id>.index.json` holds the byte
-ranges (the shard index's format) plus the tokenizer's id, version and checkpoint. `<id>` hashes the
-tokenizer's weights, so ids of different tokenizers never mix. A token shard counts once its index is
-written, after the tar: a killed job run again redoes at most the shard it was in. Shards are read one at a
-time, so memory does not grow with the dataset.
+ranges and crc32s (the shard index's format, both written by `IndexedTarWriter`) plus the tokenizer's id,
+version and checkpoint. `<id>` hashes the tokenizer's weights, so ids of different tokenizers never mix. A
+token shard counts once its index is written, after the tar: a killed job run again redoes at most the
+shard it was in. Shards are read one at a time, so memory does not grow with the dataset.
 """
 
 from __future__ import annotations
@@ -18,16 +18,16 @@ from typing import Any
 import fsspec
 import numpy as np
 import torch
-import webdataset as wds
 from tqdm import tqdm
 
 from eegfm import __version__
 from eegfm.ingest import contract
+from eegfm.ingest.indexed_tar import IndexedTarWriter
 from eegfm.models.tokenizer import NeuralTokenizer
 from eegfm.pretrain.checkpoints import latest_checkpoint, run_config
 from eegfm.pretrain.data import TOKEN_SUFFIX, decode_sample, manifest_url, token_shard_name
 from eegfm.pretrain.tokenizer import load_tokenizer
-from eegfm.storage import atomic_write, exists, join_url, read_json, write_json
+from eegfm.storage import exists, join_url, read_json
 
 
 def tokenizer_id(tokenizer: NeuralTokenizer) -> str:
@@ -92,24 +92,14 @@ def tokenize_dataset(
         with fsspec.open(join_url(folder, shard["url"]), "rb") as f:
             data = f.read()
         ids = _tokenize_shard(tokenizer, data, rows, shard["url"], clip, batch_windows)
-        index_rows = []
-        with atomic_write(join_url(folder, name)) as path, open(path, "wb") as f:
-            tar = wds.TarWriter(f, encoder=False, user="", group="", mtime=0, format="PAX_FORMAT")
+        tar = IndexedTarWriter(folder, name, ("channels", "patches", "codes"))
+        try:
             for (key, *_), codes in zip(rows, ids, strict=True):
-                offset = tar.tarstream.offset
-                tar.write({"__key__": key, TOKEN_SUFFIX: _npy_bytes(codes)})
-                index_rows.append([key, offset, tar.tarstream.offset - offset, *codes.shape])
-            tar.close()
-        write_json(
-            index_url,
-            {
-                "format": contract.INDEX_FORMAT,
-                "shard": name,
-                "tokenizer": {"id": identity, "eegfm": __version__, "checkpoint": found},
-                "columns": ["key", "offset", "size", "channels", "patches", "codes"],
-                "samples": index_rows,
-            },
-        )
+                tar.write(key, {TOKEN_SUFFIX: _npy_bytes(codes)}, codes.shape)
+        except BaseException:
+            tar.discard()
+            raise
+        tar.commit(tokenizer={"id": identity, "eegfm": __version__, "checkpoint": found})
         summary["shards"] += 1
         summary["windows"] += len(rows)
     summary["seconds"] = round(time.perf_counter() - started, 3)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+import zlib
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -25,14 +26,30 @@ def read_shard(path: Path | str) -> dict[str, dict[str, bytes]]:
     return dict(samples)
 
 
+def check_crcs(shard: Path, index: dict[str, Any]) -> None:
+    """Every index row's last column is zlib.crc32 of its byte range of the tar; the ranges tile the tar's
+    samples back to back from byte 0."""
+    data = shard.read_bytes()
+    assert index["columns"][:3] == ["key", "offset", "size"] and index["columns"][-1] == "crc32"
+    assert all(len(row) == len(index["columns"]) for row in index["samples"])
+    end = 0
+    for key, offset, size, *_, crc in index["samples"]:
+        assert offset == end, f"{shard.name}: {key} does not start where the previous sample ended"
+        assert zlib.crc32(data[offset : offset + size]) == crc, f"{shard.name}: crc32 of {key}"
+        end = offset + size
+
+
 def check_index(shard: Path, samples: dict[str, dict[str, bytes]]) -> None:
-    """The index beside a shard names its samples in order; each byte range is that sample's members."""
+    """The index beside a shard names its samples in order; each byte range is that sample's members,
+    and its crc32 theirs."""
     index = json.loads(shard.with_name(contract.index_name(shard.name)).read_text())
     assert index["format"] == contract.INDEX_FORMAT and index["shard"] == shard.name
+    assert index["columns"] == ["key", "offset", "size", "channels", "times", "crc32"]
     data = shard.read_bytes()
     assert index["bytes"] == len(data)
     assert [row[0] for row in index["samples"]] == list(samples)
-    for key, offset, size, channels, times in index["samples"]:
+    check_crcs(shard, index)
+    for key, offset, size, channels, times, _ in index["samples"]:
         with tarfile.open(fileobj=io.BytesIO(data[offset : offset + size])) as tar:
             members = {m.name.split(".", 1)[1]: tar.extractfile(m).read() for m in tar}
         assert members == samples[key]
@@ -66,7 +83,7 @@ def check_contract(out: Path, window_samples: int = 2000, dtype: str = "float16"
             assert np.all(np.isfinite(eeg)) and np.all(np.isfinite(pos))
             assert np.all(np.abs(pos) < 0.2), "positions must be metres"
             assert meta["split"] == shard["split"] and meta["units"] == "uV" and meta["sfreq"] == 200.0
-            assert meta["montage"] == contract.montage_tag(meta["channels"])
+            assert meta["montage"] == contract.montage_tag(meta["reference"], meta["channels"])
             assert len(meta["channel_mean"]) == len(meta["channel_std"]) == n_channels
             assert key.startswith(contract.recording_key(meta["source_file"]))
             assert meta["preprocess_hash"] == manifest["preprocess_hash"]

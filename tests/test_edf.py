@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from eegfm.ingest.edf import EdfError, contiguous_segments, decode, read_header, read_records, record_onsets
-from eegfm.ingest.recording import unit_scale
+from eegfm.ingest.fixtures import Signal, write_edf
+from eegfm.ingest.recipe import load_recipe
+from eegfm.ingest.recording import plan_channels, unit_scale
 
 REAL_FILES = sorted(
     p.relative_to(Path(__file__).resolve().parents[2] / "shared" / "data" / "real-edf").as_posix()
@@ -102,3 +104,49 @@ def test_not_an_edf_is_a_named_error(tmp_path: Path) -> None:
     short.write_bytes(b"0       ")
     with open(short, "rb") as f, pytest.raises(EdfError, match="shorter than an EDF header"):
         read_header(f, short.stat().st_size)
+
+
+# Unit fields as real files write them (raw header bytes) and their factor to µV.
+UNIT_SPELLINGS = [
+    (b"uV", 1.0),
+    (b"UV", 1.0),
+    (b"\xb5V", 1.0),  # latin-1 micro sign
+    (b"\xc2\xb5V", 1.0),  # the micro sign in UTF-8
+    (b"\xce\xbcV", 1.0),  # Greek small mu in UTF-8
+    (b"microV", 1.0),
+    (b"microvol", 1.0),  # "microvolts" cut to the 8-byte field, as writers do
+    (b"mV", 1e3),
+    (b"V", 1e6),
+    (b"nV", 1e-3),
+]
+
+
+@pytest.mark.parametrize(("unit", "factor"), UNIT_SPELLINGS, ids=lambda v: repr(v))
+def test_every_voltage_spelling_is_read_at_its_scale(tmp_path: Path, unit: bytes, factor: float) -> None:
+    """An EDF whose unit field holds these bytes, through the reader and the channel plan, gives µV."""
+    uv = 40.0 * np.sin(np.linspace(0, 20 * np.pi, 2560))
+    path = write_edf(
+        tmp_path / "x.edf",
+        [Signal("Cz", uv / factor, 256.0, physical_min=-100 / factor, physical_max=100 / factor)],
+    )
+    raw = bytearray(path.read_bytes())
+    unit_field = 256 + 16 + 80  # one signal: after its label (16) and transducer (80) fields
+    raw[unit_field : unit_field + 8] = unit.ljust(8)
+    path.write_bytes(bytes(raw))
+    with open(path, "rb") as f:
+        header = read_header(f, path.stat().st_size)
+        records = read_records(f, header, 0, header.n_records)
+    plan = plan_channels(header, load_recipe("generic", root=str(tmp_path)))
+    assert [c.name for c in plan.channels] == ["Cz"], plan.dropped
+    assert plan.scales.tolist() == [factor]
+    np.testing.assert_allclose(decode(records, header, plan.signals, plan.scales)[:, 0], uv, atol=0.01)
+
+
+def test_non_voltage_units_are_still_dropped(tmp_path: Path) -> None:
+    path = write_edf(
+        tmp_path / "x.edf", [Signal("Cz", np.zeros(256), 256.0, unit="DegC", physical_min=-1, physical_max=1)]
+    )
+    with open(path, "rb") as f:
+        header = read_header(f, path.stat().st_size)
+    plan = plan_channels(header, load_recipe("generic", root=str(tmp_path)))
+    assert plan.channels == [] and plan.dropped == {"Cz": "unit 'DegC' is not a voltage"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import re
 import uuid
 import warnings
@@ -252,3 +253,27 @@ def test_small_caps_are_labelled_and_histogram_is_log(manifest):
     assert [len(c.get_offsets()) for c in ax.collections] == [len(TEN_TWENTY), len(BIPOLAR)]
     ax = amplitude_figure(t["amplitude_histogram"]).axes[0]
     assert ax.get_yscale() == "log" and "µV" in ax.get_xlabel()
+
+
+def test_one_name_per_montage_tag_in_table_and_figure(tueg_shards: Path):
+    """TUEG's average-referenced and linked-ears folders hold the same electrodes: two tags, one name each,
+    and the report's table and figure call each tag the same."""
+    manifest = json.loads((tueg_shards / contract.MANIFEST_NAME).read_text())
+    written = [f for f in manifest["files"] if f["status"] == "written"]
+    names_of_tag: dict[str, set[str]] = {}
+    for f in written:
+        names_of_tag.setdefault(f["montage"], set()).add(f["montage_name"])
+    assert all(len(names) == 1 for names in names_of_tag.values()), names_of_tag
+    by_name = {next(iter(n)): tag for tag, n in names_of_tag.items()}
+    assert {"tcp_ar/21", "tcp_le/21"} <= set(by_name)
+    assert by_name["tcp_ar/21"] != by_name["tcp_le/21"]
+
+    page = (tueg_shards / contract.REPORT_NAME).read_text(encoding="utf-8")
+    table = page.split("<h2>Per montage</h2>", 1)[1].split("</table>", 1)[0]
+    table_names = dict(re.findall(r"<tr><td>([0-9a-f]{10})</td><td>([^<]+)</td>", table))
+    assert table_names == {tag: next(iter(n)) for tag, n in names_of_tag.items()}
+    per_montage = manifest["totals"]["per_montage"]
+    montage_names = {tag: m["montage_name"] for tag, m in per_montage.items()}
+    ax = montage_split_figure(written, montage_names).axes[0]
+    figure_names = {t.get_text() for t in ax.get_yticklabels()}
+    assert figure_names == set(table_names.values())  # every name unique, so no [tag] suffix either

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 import subprocess
 import sys
@@ -23,7 +24,9 @@ from pretrainrun import (
     pretrain_command,
     run,
 )
+from shardcheck import check_crcs
 
+from eegfm.ingest.contract import index_name
 from eegfm.models.mcm import SIZES, MaskedCodeModel, McmConfig, McmOutput, token_mask
 from eegfm.models.reve import count_parameters
 from eegfm.models.tokenizer import NeuralTokenizer, TokenizerConfig
@@ -362,6 +365,8 @@ def test_tokenize_writes_resumable_token_shards_that_stage_2_reads(
     identity = tokenizer_id(tokenizer)
     written = {p.name: p.read_bytes() for p in shards.glob(f"*.tokens-{identity}.*")}
     assert len(written) == 2 * 15  # a token shard and its index per shard
+    for token_shard in shards.glob(f"*.tokens-{identity}.tar"):  # each window's crc32 matches its bytes
+        check_crcs(token_shard, json.loads(token_shard.with_name(index_name(token_shard.name)).read_text()))
 
     # Killed mid-way: the last shard's index was never written. A re-run redoes that shard alone.
     last = sorted(shards.glob(f"*.tokens-{identity}.index.json"))[-1]
