@@ -72,6 +72,7 @@ def typed(
     of range are `ConfigError`s naming the key."""
     base = OmegaConf.structured(schema)
     OmegaConf.set_struct(base, True)
+    _open_free_form_dicts(base)
     layers = [raw if isinstance(raw, DictConfig) else OmegaConf.create(raw)]
     if overrides:
         layers.append(parse_overrides(overrides))
@@ -87,6 +88,19 @@ def typed(
         raise ConfigError(f"{source}: {e}") from None
     object.__setattr__(obj, _ENV_KEYS, env)
     return obj
+
+
+def _open_free_form_dicts(node: DictConfig) -> None:
+    """A `dict[str, X]` field's keys are data (a recipe's split names), not schema: struct mode, which
+    rejects unknown keys everywhere else, must not reject them; their values are still type-checked."""
+    for key in node:
+        child = node._get_node(key)
+        if isinstance(child, DictConfig):
+            free_form = not dataclasses.is_dataclass(child._metadata.ref_type)
+            if free_form and child._metadata.object_type in (dict, None):
+                OmegaConf.set_struct(child, False)
+            else:
+                _open_free_form_dicts(child)
 
 
 def to_container(cfg: Any, *, keep_env: bool = True) -> dict[str, Any]:

@@ -8,6 +8,7 @@ which are known only at the end; the spool is then read back in order by the sha
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import logging
@@ -23,6 +24,7 @@ import fsspec
 import mne
 import numpy as np
 
+from eegfm.errors import StorageError
 from eegfm.ingest import contract
 from eegfm.ingest.channels import Channel, canonical_channel, cap_labels
 from eegfm.ingest.edf import (
@@ -260,6 +262,12 @@ def ingest_file(source: SourceFile, recipe: Recipe, spool_dir: str | None = None
     except EdfError as e:
         return skipped(source, f"unreadable: {e}")
     except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):  # the machine's disk, not the file: no skip can help
+            spool = spool_dir or tempfile.gettempdir()
+            raise StorageError(
+                f"{spool}: no space left on device while spooling {source.path}: free space there, "
+                "or point TMPDIR at a larger disk"
+            ) from e
         return skipped(source, f"I/O error: {e}")
     except Exception as e:  # one odd file must not end a many-hour run: listed with the error, and logged
         log.warning("ingest of %s failed", source.url, exc_info=True)
