@@ -11,8 +11,8 @@ from typing import Any
 import eegfm
 from eegfm.errors import DataError
 from eegfm.ingest import contract
-from eegfm.ingest.recording import HISTOGRAM_EDGES
 from eegfm.ingest.report import write_report
+from eegfm.ingest.windows import HISTOGRAM_EDGES
 from eegfm.storage import join_url, list_files, read_json, remove_stale_temporaries, write_json
 
 FORMAT = "eegfm-shards/1"

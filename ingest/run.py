@@ -37,8 +37,9 @@ from eegfm.ingest import contract
 from eegfm.ingest.manifest import merge
 from eegfm.ingest.preprocess import preprocess_hash
 from eegfm.ingest.recipe import Recipe, SourceFile, discover, recipe_as_dict
-from eegfm.ingest.recording import HISTOGRAM_EDGES, FileOutcome, Sample, ingest_file
+from eegfm.ingest.recording import FileOutcome, ingest_file
 from eegfm.ingest.shardwriter import ShardWriter
+from eegfm.ingest.windows import HISTOGRAM_EDGES, Sample
 from eegfm.storage import (
     exists,
     join_url,
