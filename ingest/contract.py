@@ -1,7 +1,9 @@
 """The shard contract: what ingest writes and every later stage reads.
 
-This module is the one piece of `ingest` that `pretrain` may import (ARCHITECTURE.md): names, member
-suffixes and the small pure functions that both sides must compute identically.
+This module is the one piece of `ingest` that `pretrain` may import (with `indexed_tar`, the shards'
+writer; see the README's "Layout" and "The shard contract" sections, and the architecture notes in
+`../shared/ARCHITECTURE.md` beside the checkout): names, member suffixes and the small pure functions that
+both sides must compute identically.
 """
 
 from __future__ import annotations

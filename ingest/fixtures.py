@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from eegfm.errors import ConfigError
 from eegfm.ingest.channels import cap_labels, electrode_name
 from eegfm.ingest.positions import montage_positions
 
@@ -740,6 +741,6 @@ def generate_corpus(
     `cap_biosemi128`, `edf_plus_d`, `short`.
     """
     if recipe not in _MAKERS:
-        raise ValueError(f"no fixture corpus for recipe {recipe!r}; known: {', '.join(RECIPES)}")
+        raise ConfigError(f"no fixture corpus for recipe {recipe!r}; known: {', '.join(RECIPES)}")
     rng = np.random.default_rng([seed, RECIPES.index(recipe)])
     return dict(sorted(_MAKERS[recipe](Path(root), rng, n_subjects, duration_s).items()))

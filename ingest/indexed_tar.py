@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import webdataset as wds
 
 from eegfm.ingest import contract
-from eegfm.storage import atomic_write, join_url, write_json
+from eegfm.storage import atomic_write, join_url, storage_errors, write_json
 
 _CRC_CHUNK = 1 << 20
 
@@ -55,17 +55,19 @@ class IndexedTarWriter:
                 f"{self.name}: shape {tuple(shape)} does not fit the columns {self.shape_columns}"
             )
         start = self._tar.tarstream.offset  # the file lags behind: tarfile's stream mode buffers
-        self._tar.write({"__key__": key, **members})
+        with self._failing("writing"):
+            self._tar.write({"__key__": key, **members})
         self.rows.append([key, start, self._tar.tarstream.offset - start, *(int(n) for n in shape)])
 
     def commit(self, **fields: Any) -> int:
         """Close the tar, make it appear, then write its index (with `fields` added); returns its bytes."""
-        self._tar.close()
-        self._file.flush()
-        size = self._file.tell()
-        with open(self._path, "rb") as f:
-            crcs = [_crc32(f, offset, length) for _, offset, length, *_ in self.rows]
-        self._stack.close()  # closes the file, then renames or uploads it
+        with self._failing("writing"):
+            self._tar.close()
+            self._file.flush()
+            size = self._file.tell()
+            with open(self._path, "rb") as f:
+                crcs = [_crc32(f, offset, length) for _, offset, length, *_ in self.rows]
+            self._stack.close()  # closes the file, then renames or uploads it
         write_json(
             join_url(self.folder, contract.index_name(self.name)),
             {
@@ -78,6 +80,16 @@ class IndexedTarWriter:
             },
         )
         return size
+
+    @contextlib.contextmanager
+    def _failing(self, doing: str) -> Iterator[None]:
+        """A failed write (a full disk…) removes the temporary and says which tar, as a StorageError."""
+        try:
+            with storage_errors(join_url(self.folder, self.name), doing):
+                yield
+        except BaseException:
+            self.discard()
+            raise
 
     def discard(self) -> None:
         """Give up on this tar: its temporary is removed and nothing appears."""

@@ -8,13 +8,12 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-import fsspec
-
 import eegfm
+from eegfm.errors import DataError
 from eegfm.ingest import contract
-from eegfm.ingest.recording import HISTOGRAM_EDGES
 from eegfm.ingest.report import write_report
-from eegfm.storage import join_url, read_json, remove_stale_temporaries, write_json
+from eegfm.ingest.windows import HISTOGRAM_EDGES
+from eegfm.storage import join_url, list_files, read_json, remove_stale_temporaries, write_json
 
 FORMAT = "eegfm-shards/1"
 
@@ -46,24 +45,28 @@ def merge(out: str) -> dict[str, Any]:
     """Combine every task manifest under `out` into `out/manifest.json`; all tasks must have finished."""
     for name in (contract.MANIFEST_NAME, contract.REPORT_NAME):  # what a merge killed mid-write left
         remove_stale_temporaries(out, name)
-    fs, root = fsspec.core.url_to_fs(join_url(out, contract.TASKS_DIR))
-    names = sorted(p.rsplit("/", 1)[-1] for p in fs.glob(f"{root}/task-*-of-*.json") if ".state" not in p)
+    listed = list_files(join_url(out, contract.TASKS_DIR), "task-*-of-*.json")
+    names = [n for n in listed if ".state" not in n]
     if not names:
-        raise FileNotFoundError(
-            f"no finished ingest task under {out}/{contract.TASKS_DIR}: run `eegfm shards` first"
-        )
+        raise DataError(f"no finished ingest task under {out}/{contract.TASKS_DIR}: run `eegfm shards` first")
     num_tasks = int(re.search(r"-of-(\d+)\.json$", names[0]).group(1))
     missing = sorted(
         set(range(num_tasks)) - {int(n[5:9]) for n in names if n.endswith(f"-of-{num_tasks:04d}.json")}
     )
     if missing:
-        raise RuntimeError(f"cannot merge {out}: tasks {missing} of {num_tasks} have not finished")
+        raise DataError(
+            f"cannot merge {out}: tasks {missing} of {num_tasks} have not finished: run them "
+            "(eegfm shards --num-tasks … --task-index …), then merge again"
+        )
     tasks = [
         read_json(join_url(out, contract.TASKS_DIR, contract.task_stem(i, num_tasks) + ".json"))
         for i in range(num_tasks)
     ]
     if len({t["run_hash"] for t in tasks}) != 1:
-        raise RuntimeError(f"cannot merge {out}: task manifests come from runs with different configurations")
+        raise DataError(
+            f"cannot merge {out}: its task manifests come from runs with different configurations: "
+            "run every task with one configuration into a fresh OUT"
+        )
     manifest = build_manifest(tasks)
     write_json(join_url(out, contract.MANIFEST_NAME), manifest)
     write_report(manifest, out)

@@ -8,6 +8,8 @@ from functools import lru_cache
 import mne
 import numpy as np
 
+from eegfm.errors import ConfigError
+
 # MNE 1.13 renamed the template montages after their head model; the old names warn, then disappear.
 _RENAMED = {
     "standard_1005": "colin27_1005",
@@ -29,7 +31,7 @@ def resolve_montage_name(name: str) -> str:
             return new
         if name == new and old in builtin:
             return old
-    raise ValueError(f"unknown MNE montage {name!r}; known: {', '.join(builtin)}")
+    raise ConfigError(f"unknown MNE montage {name!r}; known: {', '.join(builtin)}")
 
 
 @lru_cache(maxsize=16)

@@ -20,6 +20,8 @@ import scipy.fft
 import scipy.signal
 import soxr
 
+from eegfm.errors import ConfigError
+
 # Bump when the numerical result of the same config changes; it is part of the preprocessing hash.
 ALGORITHM_VERSION = 1
 
@@ -29,24 +31,40 @@ class PreprocessConfig:
     """Defaults follow the field's pretraining recipes (LaBraM, REVE): 0.1-75 Hz, notch, 200 Hz, 10 s."""
 
     target_sfreq: float = 200.0
+    """Sampling rate of the stored windows, Hz."""
     l_freq: float | None = 0.1
+    """High-pass edge, Hz (None: no high-pass)."""
     h_freq: float | None = 75.0
-    notch: bool = True  # at the recipe's mains frequency (and harmonics below h_freq)
+    """Low-pass edge, Hz (None: no low-pass)."""
+    notch: bool = True
+    """Notch the recipe's mains frequency (and its harmonics below h_freq)."""
     notch_width: float = 1.0
+    """Width of each notch, Hz."""
     window_s: float = 10.0
-    clip_uv: float | None = 800.0  # amplitudes beyond ±clip_uv are clipped (counted per file)
-    flat_std_uv: float = 0.5  # a channel quieter than this (std, µV) is flat/dead
-    max_std_uv: float = 400.0  # a channel noisier than this within a window is bad in that window
-    min_good_channel_fraction: float = 0.5  # windows with fewer good channels are dropped
-    min_channels: int = 1  # recordings with fewer usable EEG channels are skipped
-    dtype: str = "float16"  # of the stored signal: float16 or float32
-    chunk_s: float = 300.0  # seconds per streamed chunk (memory vs speed)
+    """Length of one sample (window), seconds."""
+    clip_uv: float | None = 800.0
+    """Amplitudes beyond ±clip_uv µV are clipped (counted per file); None: no clipping."""
+    flat_std_uv: float = 0.5
+    """A channel quieter than this (std, µV) is flat/dead."""
+    max_std_uv: float = 400.0
+    """A channel noisier than this (std, µV) within a window is bad in that window."""
+    min_good_channel_fraction: float = 0.5
+    """Windows with a smaller fraction of good channels are dropped."""
+    min_channels: int = 1
+    """Recordings with fewer usable EEG channels are skipped."""
+    dtype: str = "float16"
+    """Of the stored signal: float16 or float32."""
+    chunk_s: float = 300.0
+    """Seconds per streamed chunk (memory vs speed); does not change the result."""
 
     def __post_init__(self) -> None:
         if self.dtype not in ("float16", "float32"):
-            raise ValueError(f"preprocess.dtype must be float16 or float32, not {self.dtype!r}")
+            raise ConfigError(f"preprocess.dtype must be float16 or float32, not {self.dtype!r}")
         if self.window_s * self.target_sfreq != int(self.window_s * self.target_sfreq):
-            raise ValueError("preprocess.window_s × target_sfreq must be a whole number of samples")
+            raise ConfigError(
+                f"preprocess.window_s × target_sfreq must be a whole number of samples, "
+                f"not {self.window_s:g} s × {self.target_sfreq:g} Hz"
+            )
 
     @property
     def window_samples(self) -> int:

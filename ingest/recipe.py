@@ -12,10 +12,10 @@ from typing import Any
 import fsspec
 from omegaconf import OmegaConf
 
-from eegfm.config import CONFIG_DIR, load_config
+from eegfm.config import CONFIG_DIR, load_config, typed
 from eegfm.errors import ConfigError
 from eegfm.ingest.preprocess import PreprocessConfig
-from eegfm.storage import join_url, strip_protocol
+from eegfm.storage import join_url, storage_errors, strip_protocol
 
 DATASETS_DIR = CONFIG_DIR / "datasets"
 
@@ -26,21 +26,38 @@ class RecipeError(ConfigError):
 
 @dataclass(frozen=True)
 class Recipe:
+    """A corpus: where its files are, how their paths name subjects, and how to preprocess them."""
+
     name: str
+    """Dataset name: the shards' file-name prefix and every sample's `dataset`."""
     root: str
+    """The corpus's top folder, local or s3://… (ROOT / --root overrides it)."""
     include: tuple[str, ...]
-    path_regex: str  # named groups: subject, session, recording, reference (all optional)
-    positions: str  # an MNE built-in montage
-    reference: str  # montage label when the path does not give one
+    """Globs of the input files, relative to root."""
+    path_regex: str
+    """Regex on the relative path; named groups subject, session, recording, reference (all optional)."""
+    positions: str
+    """The MNE built-in montage that gives electrode positions."""
+    reference: str
+    """Montage label when the path does not give one (e.g. ar, le)."""
     mains_hz: float
+    """Mains frequency of the recordings (the notch), 50 or 60."""
     splits: dict[str, float]
+    """Split name → fraction of subjects; fractions sum to 1."""
     description: str = ""
+    """One line about the corpus."""
     exclude: tuple[str, ...] = ()
+    """Globs of files to leave out even when include matches them."""
     rename: dict[str, str] = field(default_factory=dict)
-    cap: str | None = None  # a BioSemi/EGI cap whose A1… labels name the montage's electrodes in order
-    eeg_channels: tuple[str, ...] = ()  # if set, only these canonical names are kept
+    """Channel label → canonical 10-05 name, for labels the automatic rules miss."""
+    cap: str | None = None
+    """A BioSemi/EGI cap whose A1… labels name the montage's electrodes in order (`auto`: by count)."""
+    eeg_channels: tuple[str, ...] = ()
+    """If set, only these canonical channel names are kept."""
     exclude_subjects: tuple[str, ...] = ()
+    """Subjects left out (e.g. another dataset's evaluation subjects)."""
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    """Resampling, filtering, windowing and QC of every recording."""
 
     def __post_init__(self) -> None:
         if abs(sum(self.splits.values()) - 1.0) > 1e-6 or any(v < 0 for v in self.splits.values()):
@@ -58,30 +75,26 @@ def available_recipes() -> list[str]:
 
 
 def load_recipe(name: str, overrides: list[str] | None = None, **settings: Any) -> Recipe:
-    """Load a recipe by name (or a YAML path), apply `key=value` overrides and keyword settings."""
+    """Load a recipe by name (or a YAML path), apply `key=value` overrides and keyword settings.
+
+    Typed like every configuration (`eegfm.config.typed` on `Recipe`): an unknown key or a value of the
+    wrong type (`preprocess.window_s=abc`) is a `RecipeError` naming the key.
+    """
     path = Path(name) if name.endswith((".yaml", ".yml")) else DATASETS_DIR / f"{name}.yaml"
     if not path.exists():
         raise RecipeError(
             f"no dataset recipe {name!r}: expected {path}; known: {', '.join(available_recipes())}"
         )
-    cfg = load_config(path, overrides)
+    cfg = load_config(path, overrides)  # untyped here; typed() below names any bad key
     for key, value in settings.items():
         if value is not None:
-            OmegaConf.update(cfg, key, value)
-    raw = OmegaConf.to_container(cfg, resolve=True)
-    known = {f.name for f in fields(Recipe)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise RecipeError(f"recipe {name}: unknown keys {unknown}; known keys: {sorted(known)}")
-    pre_raw = raw.pop("preprocess", None) or {}
-    pre_known = {f.name for f in fields(PreprocessConfig)}
-    if set(pre_raw) - pre_known:
-        raise RecipeError(f"recipe {name}: unknown preprocess keys {sorted(set(pre_raw) - pre_known)}")
-    for key in ("include", "exclude", "eeg_channels", "exclude_subjects"):
-        if key in raw:
-            raw[key] = tuple(raw[key] or ())
-    raw["root"] = str(raw["root"])
-    return Recipe(**raw, preprocess=PreprocessConfig(**pre_raw))
+            OmegaConf.update(cfg, key, str(value) if key == "root" else value)
+    try:
+        return typed(Recipe, cfg, source=f"recipe {name} ({path})")
+    except RecipeError:
+        raise
+    except ConfigError as e:
+        raise RecipeError(str(e)) from None
 
 
 def recipe_as_dict(recipe: Recipe) -> dict[str, Any]:
@@ -109,15 +122,18 @@ class SourceFile:
 
 def discover(recipe: Recipe) -> list[SourceFile]:
     """Every file under the root that the recipe includes, sorted by relative path, with its ids."""
-    fs, root = fsspec.core.url_to_fs(recipe.root)
-    if not fs.exists(root):
+    with storage_errors(recipe.root, "listing the corpus"):
+        fs, root = fsspec.core.url_to_fs(recipe.root)
+        root_exists = fs.exists(root)
+    if not root_exists:
         raise RecipeError(
             f"recipe {recipe.name!r}: root {recipe.root!r} does not exist. Point it at the corpus with "
             f"ROOT=<path or s3://…> (make) or --root (eegfm shards), or set `root:` in "
             f"configs/datasets/{recipe.name}.yaml"
         )
     base = strip_protocol(root).rstrip("/")
-    found = fs.find(root, detail=True)
+    with storage_errors(recipe.root, "listing the corpus"):
+        found = fs.find(root, detail=True)
     files: list[SourceFile] = []
     pattern = re.compile(recipe.path_regex)
     for full, info in sorted(found.items()):

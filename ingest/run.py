@@ -32,13 +32,24 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 from tqdm import tqdm
 
+from eegfm.errors import ConfigError, DataError
 from eegfm.ingest import contract
 from eegfm.ingest.manifest import merge
 from eegfm.ingest.preprocess import preprocess_hash
 from eegfm.ingest.recipe import Recipe, SourceFile, discover, recipe_as_dict
-from eegfm.ingest.recording import HISTOGRAM_EDGES, FileOutcome, Sample, ingest_file
+from eegfm.ingest.recording import FileOutcome, ingest_file
 from eegfm.ingest.shardwriter import ShardWriter
-from eegfm.storage import exists, join_url, read_json, remove_stale_temporaries, write_json
+from eegfm.ingest.windows import HISTOGRAM_EDGES, Sample
+from eegfm.storage import (
+    exists,
+    join_url,
+    list_files,
+    read_json,
+    remove_stale_temporaries,
+    require_folder,
+    storage_errors,
+    write_json,
+)
 
 DEFAULT_SHARD_BYTES = 256 * 1024 * 1024
 SPOOL_SUFFIX = ".spool"  # `_tasks/<task stem>.spool/run-*/`: the workers' spools of a live run
@@ -64,7 +75,10 @@ def run_task(
 ) -> dict[str, Any]:
     """Run (or resume) one task; returns its task manifest. A finished task is not run again."""
     if not 0 <= task_index < num_tasks:
-        raise ValueError(f"--task-index must be in [0, {num_tasks}), got {task_index}")
+        raise ConfigError(
+            f"--task-index must be in [0, {num_tasks}) for --num-tasks {num_tasks}, got {task_index}"
+        )
+    require_folder(out)
     config = {**recipe_as_dict(recipe), "num_tasks": num_tasks, "shard_bytes": shard_bytes}
     files = discover(recipe)[task_index::num_tasks]
     # The configuration must match across tasks (merge checks it); a task's own inputs must not change
@@ -136,9 +150,10 @@ def _remove_dead_spools(parent: str) -> None:
 @contextlib.contextmanager
 def _spool_folder(parent: str) -> Iterator[str]:
     """A folder for one run's spools, locked (flock on its lock file) while the run lives, removed after."""
-    os.makedirs(parent, exist_ok=True)
-    folder = tempfile.mkdtemp(prefix="run-", dir=parent)
-    fd = os.open(os.path.join(folder, _SPOOL_LOCK), os.O_CREAT | os.O_RDWR, 0o644)
+    with storage_errors(parent, "making the workers' spool folder"):
+        os.makedirs(parent, exist_ok=True)
+        folder = tempfile.mkdtemp(prefix="run-", dir=parent)
+        fd = os.open(os.path.join(folder, _SPOOL_LOCK), os.O_CREAT | os.O_RDWR, 0o644)
     try:
         with contextlib.suppress(OSError):
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -156,12 +171,12 @@ def _digest(obj: Any) -> str:
 
 def _check_same_run(previous: dict[str, Any], run_hash: str, inputs_hash: str, out: str) -> None:
     if previous["run_hash"] != run_hash:
-        raise RuntimeError(
+        raise ConfigError(
             f"{out} holds an ingest run with a different configuration (run {previous['run_hash']}, this one "
             f"{run_hash}): choose a fresh OUT, or delete it to start over"
         )
     if previous["inputs_hash"] != inputs_hash:
-        raise RuntimeError(
+        raise DataError(
             f"the input files of this task changed since {out} was written (files added, removed or resized "
             f"under ROOT): choose a fresh OUT, or delete it to start over"
         )
@@ -312,9 +327,8 @@ def _load_journal(folder: str, hashes: tuple[str, str], out: str) -> dict[str, A
         "montages": {},
         "parts": 0,
     }
-    fs, path = fsspec.core.url_to_fs(folder)
-    for name in sorted(fs.glob(f"{path}/*.json")) if fs.exists(path) else []:
-        part = read_json(join_url(folder, name.rsplit("/", 1)[-1]))
+    for name in list_files(folder, "*.json"):
+        part = read_json(join_url(folder, name))
         _check_same_run(part, *hashes, out)
         state["done"] += part["done"]
         state["shards"] += part["shards"]

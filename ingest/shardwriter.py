@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from eegfm.ingest import contract
 from eegfm.ingest.indexed_tar import IndexedTarWriter
-from eegfm.ingest.recording import Sample
+from eegfm.ingest.windows import Sample
 
 _TAR_BLOCK = 512
 

@@ -9,10 +9,10 @@ import mne
 import numpy as np
 import pytest
 
+from eegfm.ingest.channel_plan import plan_channels, unit_scale
 from eegfm.ingest.edf import EdfError, contiguous_segments, decode, read_header, read_records, record_onsets
 from eegfm.ingest.fixtures import Signal, write_edf
 from eegfm.ingest.recipe import load_recipe
-from eegfm.ingest.recording import plan_channels, unit_scale
 
 REAL_FILES = sorted(
     p.relative_to(Path(__file__).resolve().parents[2] / "shared" / "data" / "real-edf").as_posix()

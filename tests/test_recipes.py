@@ -80,14 +80,42 @@ def test_recipe_loads_and_reads_its_layout(name: str, tmp_path: Path) -> None:
 def test_overrides_and_settings() -> None:
     recipe = load_recipe("tueg", ["preprocess.window_s=5", "mains_hz=50"], root="/elsewhere")
     assert recipe.preprocess.window_s == 5 and recipe.mains_hz == 50 and recipe.root == "/elsewhere"
-    with pytest.raises(RecipeError, match="unknown keys"):
+    with pytest.raises(RecipeError, match="unknown key no_such_key"):
         load_recipe("tueg", ["no_such_key=1"])
-    with pytest.raises(RecipeError, match="unknown preprocess keys"):
+    with pytest.raises(RecipeError, match=r"unknown key preprocess\.no_such_key"):
         load_recipe("tueg", ["preprocess.no_such_key=1"])
     with pytest.raises(RecipeError, match="no dataset recipe 'nope'"):
         load_recipe("nope")
     with pytest.raises(RecipeError, match="sum to 1"):
         load_recipe("tueg", ["splits.train=0.5"])
+
+
+def test_recipe_values_are_typed_and_errors_name_the_key() -> None:
+    with pytest.raises(RecipeError, match=r"preprocess\.window_s: Value 'abc' .* could not be converted"):
+        load_recipe("tueg", ["preprocess.window_s=abc"])
+    with pytest.raises(
+        RecipeError, match=r"unknown key preprocess\.widow_s; did you mean preprocess\.window_s"
+    ):
+        load_recipe("tueg", ["preprocess.widow_s=5"])
+    with pytest.raises(RecipeError, match=r"mains_hz: Value 'fifty'"):
+        load_recipe("tueg", ["mains_hz=fifty"])
+    with pytest.raises(RecipeError, match=r"preprocess\.dtype must be float16 or float32"):
+        load_recipe("tueg", ["preprocess.dtype=int8"])
+    recipe = load_recipe("tueg", ["splits.train=0.85", "splits.extra=0.05", "preprocess.window_s=4"])
+    assert recipe.splits == {"train": 0.85, "val": 0.05, "test": 0.05, "extra": 0.05}
+    assert recipe.preprocess.window_s == 4.0
+    assert isinstance(recipe.include, tuple)
+
+
+def test_every_recipe_field_is_documented() -> None:
+    from dataclasses import fields
+
+    from eegfm.config import field_docs
+    from eegfm.ingest.preprocess import PreprocessConfig
+    from eegfm.ingest.recipe import Recipe
+
+    for schema in (Recipe, PreprocessConfig):
+        assert set(field_docs(schema)) == {f.name for f in fields(schema)}, schema
 
 
 def test_split_is_a_deterministic_function_of_dataset_and_subject() -> None:

@@ -19,7 +19,6 @@ from matplotlib.image import imread
 from eegfm.ingest import contract
 from eegfm.ingest.manifest import FORMAT, totals
 from eegfm.ingest.positions import midpoint, montage_positions
-from eegfm.ingest.recording import HISTOGRAM_EDGES
 from eegfm.ingest.report import (
     MAX_CHANNELS,
     amplitude_figure,
@@ -30,6 +29,7 @@ from eegfm.ingest.report import (
     render_report_html,
     write_report,
 )
+from eegfm.ingest.windows import HISTOGRAM_EDGES
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TEN_TWENTY = ["Fp1", "Fp2", "F7", "F3", "Fz", "F4", "F8", "T7", "C3", "Cz", "C4", "T8"]

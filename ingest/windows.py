@@ -1,0 +1,144 @@
+"""Windows of a recording's filtered stream: cut, QC statistics per window, and the local spool they
+wait in until the recording's statistics are known."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from eegfm.ingest import contract
+from eegfm.ingest.channel_plan import ChannelPlan
+from eegfm.ingest.edf import EdfHeader, decode, read_records
+from eegfm.ingest.preprocess import PreprocessConfig, SegmentPipeline
+
+# Fixed amplitude-histogram bins (µV) shared by every file, so task histograms can simply be summed.
+HISTOGRAM_EDGES = np.linspace(-1000.0, 1000.0, 201)  # values beyond the ends count in the end bins
+_HISTOGRAM_WIDTH = HISTOGRAM_EDGES[1] - HISTOGRAM_EDGES[0]
+_HISTOGRAM_STRIDE = 16  # every 16th sample is plenty for a histogram and keeps it off the hot path
+
+
+@dataclass
+class Sample:
+    key: str
+    members: dict[str, bytes]  # contract suffix → bytes
+    hours: float
+    shape: tuple[int, int]  # (channels, times) of the EEG member, for the shard's index
+
+
+class Windower:
+    """Cuts each segment's filtered stream into windows: spools their samples, keeps their QC statistics."""
+
+    def __init__(self, config: PreprocessConfig, n_channels: int, spool: Any):
+        self.config, self.spool = config, spool
+        self.n_channels = n_channels
+        # Per window (rows, in order; dropped windows too, so window indices and keys stay stable):
+        self._std: list[np.ndarray] = []  # per channel, before clipping (QC)
+        self._total: list[np.ndarray] = []  # per channel sums after clipping (recording statistics)
+        self._total_sq: list[np.ndarray] = []
+        self._start: list[np.ndarray] = []  # seconds from the recording's start
+        self.clipped = 0
+        self.histogram = np.zeros(len(HISTOGRAM_EDGES) - 1, np.int64)
+        self.start_segment(0.0)
+
+    def stats(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(std, total, total_sq) as (windows, channels) arrays and the window starts."""
+        if not self._std:
+            empty = np.empty((0, self.n_channels))
+            return empty, empty, empty, np.empty(0)
+        return tuple(np.concatenate(x) for x in (self._std, self._total, self._total_sq, self._start))
+
+    def start_segment(self, onset: float) -> None:
+        """Windows never cross a gap: what is left of the previous segment (< one window) is dropped."""
+        self.pending = np.empty((self.n_channels, 0), np.float32)
+        self.onset, self.emitted = onset, 0
+
+    def feed(self, y: np.ndarray) -> None:
+        """Cut every complete window out of `y` (C, T) at once; keep the remainder for the next call."""
+        config, n = self.config, self.config.window_samples
+        y = np.concatenate([self.pending, y], axis=1) if self.pending.shape[1] else y
+        k = y.shape[1] // n
+        self.pending = y[:, k * n :]
+        if k == 0:
+            return
+        w = y[:, : k * n].reshape(y.shape[0], k, n).transpose(1, 0, 2)  # (windows, channels, samples)
+        total = w.sum(axis=2, dtype=np.float64)
+        total_sq = np.einsum("kcn,kcn->kc", w, w, dtype=np.float64)
+        # QC looks at the signal as recorded, before clipping.
+        std = np.sqrt(np.maximum(total_sq / n - (total / n) ** 2, 0.0)).astype(np.float32)
+        if config.clip_uv is not None and max(w.max(), -w.min()) > config.clip_uv:
+            self.clipped += int((np.abs(w) > config.clip_uv).sum())
+            w = np.clip(w, -config.clip_uv, config.clip_uv)
+            total = w.sum(axis=2, dtype=np.float64)
+            total_sq = np.einsum("kcn,kcn->kc", w, w, dtype=np.float64)
+        self._std.append(std)
+        self._total.append(total)
+        self._total_sq.append(total_sq)
+        self._start.append(self.onset + (self.emitted + np.arange(k)) * config.window_s)
+        self.emitted += k
+        sub = w[:, :, ::_HISTOGRAM_STRIDE].ravel()
+        bins = ((sub - HISTOGRAM_EDGES[0]) / _HISTOGRAM_WIDTH).astype(np.int64)
+        np.clip(bins, 0, len(self.histogram) - 1, out=bins)
+        self.histogram += np.bincount(bins, minlength=len(self.histogram))
+        self.spool.write(w.astype(config.dtype).tobytes())
+
+
+def stream_windows(
+    f: Any,
+    header: EdfHeader,
+    plan: ChannelPlan,
+    segments: list[tuple[int, int, float]],
+    config: PreprocessConfig,
+    mains_hz: float,
+    spool: Any,
+) -> Windower:
+    windower = Windower(config, len(plan.signals), spool)
+    records_per_chunk = max(1, int(config.chunk_s / header.record_duration))
+    for first, stop, onset in segments:
+        pipeline = SegmentPipeline(config, plan.orig_sfreq, len(plan.signals), mains_hz)
+        windower.start_segment(onset)
+        for start in range(first, stop, records_per_chunk):
+            records = read_records(f, header, start, min(records_per_chunk, stop - start))
+            windower.feed(pipeline.push(decode(records, header, plan.signals, plan.scales)))
+        windower.feed(pipeline.flush())
+    return windower
+
+
+def read_spool(
+    spool: Any,
+    kept: np.ndarray,
+    starts: np.ndarray,
+    live: np.ndarray,
+    meta: dict[str, Any],
+    positions: np.ndarray,
+    config: PreprocessConfig,
+    source_path: str,
+) -> Iterator[Sample]:
+    dtype = np.dtype(config.dtype)
+    n_all, t = len(live), config.window_samples
+    size = n_all * t * dtype.itemsize
+    pos_bytes = _npy(positions)
+    try:
+        for index, start_s in zip(kept.tolist(), starts.tolist(), strict=True):
+            spool.seek(index * size)
+            eeg = np.frombuffer(spool.read(size), dtype=dtype).reshape(n_all, t)[live]
+            sample_meta = {**meta, "start_s": round(start_s, 6), "window_index": index}
+            key = contract.sample_key(source_path, index)
+            members = {
+                contract.EEG_SUFFIX: _npy(np.ascontiguousarray(eeg)),
+                contract.POS_SUFFIX: pos_bytes,
+                contract.META_SUFFIX: json.dumps(sample_meta, sort_keys=True).encode(),
+            }
+            yield Sample(key, members, config.window_s / 3600, eeg.shape)
+    finally:
+        spool.close()
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
