@@ -54,7 +54,7 @@ class S3Server:
                 "-s3.port.lance=0",
                 f"-metricsPort={ports['metrics']}",
                 "-master.volumeSizeLimitMB=64",
-                "-volume.max=50",
+                "-volume.max=400",  # each bucket takes volumes of its own: room for every test's buckets
             ],
             stdout=self.log,
             stderr=subprocess.STDOUT,
