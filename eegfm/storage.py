@@ -189,6 +189,7 @@ def write_json(url: str, obj: Any) -> None:
 
 
 TEMPORARY_MARKER = ".tmp-"  # atomic_write's temporary beside `x` is `x.tmp-XXXXXXXX` (mkstemp's 8 characters)
+UPLOAD_PREFIX = "eegfm-upload"  # local spool of an object-storage upload, in the temp folder
 _TEMPORARY = re.compile(re.escape(TEMPORARY_MARKER) + r"[A-Za-z0-9_]{8}$")
 
 
@@ -198,7 +199,8 @@ def atomic_write(url: str) -> Iterator[str]:
 
     A killed writer leaves at worst a `x.tmp-XXXXXXXX` file beside a local target `x`, which is never
     read and which `remove_stale_temporaries` removes; nothing at all on object storage, where an object
-    only appears once its upload completes. While the writer lives it holds an exclusive `flock` on its
+    only appears once its upload completes (its local spool, `eegfm-upload.tmp-*` in the temp folder, is
+    removed by the next upload). While the writer lives it holds an exclusive `flock` on its
     temporary, which is how `remove_stale_temporaries` tells a live writer's file from a dead one's.
     """
     with storage_errors(url, "writing"):
@@ -219,12 +221,17 @@ def atomic_write(url: str) -> Iterator[str]:
                 if os.path.exists(tmp):
                     os.unlink(tmp)
         else:
-            fd, tmp = tempfile.mkstemp(prefix="eegfm-upload-")
-            os.close(fd)
+            # Uploads spool in the local temp folder, locked like a local temporary; what killed uploads
+            # left there (of any eegfm process on this machine) is removed before each new one.
+            remove_stale_temporaries(tempfile.gettempdir(), UPLOAD_PREFIX)
+            fd, tmp = tempfile.mkstemp(prefix=UPLOAD_PREFIX + TEMPORARY_MARKER)
             try:
+                with contextlib.suppress(OSError):
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 yield tmp
                 fs.put_file(tmp, path)
             finally:
+                os.close(fd)
                 os.unlink(tmp)
 
 

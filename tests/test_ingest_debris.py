@@ -162,3 +162,37 @@ def test_remove_stale_temporaries_keeps_live_writers_and_other_names(tmp_path: P
     finally:
         live.kill()
         live.wait()
+
+
+@pytest.mark.s3
+def test_a_killed_upload_leaves_its_local_spool_only_until_the_next_upload(
+    s3_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upload to object storage spools in the temp folder; a SIGKILLed one used to leave
+    `/tmp/eegfm-upload-*` forever (a whole checkpoint each). The next upload removes a dead one's, never
+    a live one's."""
+    import tempfile
+
+    import fsspec
+
+    fsspec.filesystem("s3").mkdir("debris")
+    env = {**os.environ, **s3_env.env(), "TMPDIR": str(tmp_path)}
+    spools = []
+    for name in ("dead", "live"):
+        writer = subprocess.Popen(
+            [sys.executable, "-c", _WRITER, f"s3://debris/{name}.ckpt"], stdout=subprocess.PIPE, env=env
+        )
+        spools.append((writer, Path(writer.stdout.readline().decode().strip())))
+    (dead, dead_spool), (live, live_spool) = spools
+    try:
+        dead.kill()
+        dead.wait()
+        assert dead_spool.parent == tmp_path and dead_spool.exists()
+        monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # this process's uploads spool there too
+        with atomic_write("s3://debris/next.ckpt") as path, open(path, "wb") as f:
+            f.write(b"a whole checkpoint")
+        assert not dead_spool.exists() and live_spool.exists()
+        assert fsspec.filesystem("s3").cat("debris/next.ckpt") == b"a whole checkpoint"
+    finally:
+        live.kill()
+        live.wait()
