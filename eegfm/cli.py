@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from eegfm.errors import EegfmError
+from eegfm.errors import DataError, EegfmError
 from eegfm.storage import join_url
 
 
@@ -68,11 +68,12 @@ def _fixtures(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     """The embedded default, end to end: a generated TUEG-like corpus → shards → a short MAE pretraining
     on the CPU → a checkpoint → the exported encoder; says where each is. Run again, it resumes."""
-    from eegfm.config import CONFIG_DIR, load_config
+    from eegfm.config import CONFIG_DIR
     from eegfm.ingest.fixtures import generate_corpus
     from eegfm.ingest.recipe import load_recipe
     from eegfm.ingest.run import run_shards
     from eegfm.pretrain.checkpoints import latest_checkpoint
+    from eegfm.pretrain.config import load_pretrain_config
     from eegfm.pretrain.export import encoder_from_checkpoint, export_encoder
     from eegfm.pretrain.train import run_pretraining
 
@@ -84,7 +85,7 @@ def _demo(args: argparse.Namespace) -> int:
     recipe = load_recipe("tueg", root=corpus)
     manifest = run_shards(recipe, out, workers=args.workers, shard_bytes=1024 * 1024, progress=True)
     _print_summary(manifest, out)
-    cfg = load_config(
+    cfg = load_pretrain_config(
         CONFIG_DIR / "pretrain" / "reve_tiny.yaml",
         [
             f"data.shards=[{out}]",
@@ -103,27 +104,30 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _pretrain(args: argparse.Namespace) -> int:
-    from eegfm.config import load_config
+    from eegfm.config import documented_yaml
     from eegfm.pretrain.checkpoints import latest_checkpoint
-    from eegfm.pretrain.train import run_pretraining
+    from eegfm.pretrain.train import resolve_config, run_pretraining
 
-    cfg = load_config(args.config, args.overrides)
-    trainer = run_pretraining(cfg, resume=args.resume)
+    cfg = resolve_config(args.config, args.overrides, args.resume)
+    if args.print_config:
+        print(documented_yaml(cfg), end="")
+        return 0
+    trainer = run_pretraining(cfg, resume=args.resume, reset_stream=args.reset_stream)
     if trainer.is_global_zero:
         print(f"run:        {cfg.run.dir} (config.yaml, metrics.csv)")
-        print(f"checkpoint: {latest_checkpoint(str(cfg.run.dir))}")
+        print(f"checkpoint: {latest_checkpoint(cfg.run.dir)}")
     return 0
 
 
 def _params(args: argparse.Namespace) -> int:
     import torch
 
-    from eegfm.config import load_config
     from eegfm.models.reve import count_parameters
+    from eegfm.pretrain.config import load_pretrain_config
     from eegfm.pretrain.train import build_module
 
     with torch.device("meta"):  # count without allocating
-        module = build_module(load_config(args.config, args.overrides), shape_only=True)
+        module = build_module(load_pretrain_config(args.config, args.overrides), shape_only=True)
     print(f"whole model: {count_parameters(module):,} parameters")
     print(f"encoder: {count_parameters(module.model.encoder):,}")
     return 0
@@ -135,7 +139,7 @@ def _export(args: argparse.Namespace) -> int:
 
     checkpoint = latest_checkpoint(args.checkpoint)
     if checkpoint is None:
-        raise FileNotFoundError(f"no complete checkpoint at {args.checkpoint}")
+        raise DataError(f"no complete checkpoint at {args.checkpoint}")
     export_encoder(encoder_from_checkpoint(checkpoint), args.out)
     print(f"exported the encoder of {checkpoint} to {args.out} (model.safetensors, config.json)")
     return 0
@@ -218,8 +222,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_fixtures)
 
     p = verbs.add_parser("pretrain", help="pretrain on shards as a config says (Lightning; multi-node)")
-    p.add_argument("--config", required=True, help="configs/pretrain/<name>.yaml")
+    p.add_argument(
+        "--config", help="configs/pretrain/<name>.yaml (a resume takes the run's saved config.yaml instead)"
+    )
     p.add_argument("--resume", help="'auto' (the run's newest complete checkpoint, if any), or a checkpoint")
+    p.add_argument(
+        "--reset-stream",
+        action="store_true",
+        help="resume although the data stream changed: continue from the next epoch boundary",
+    )
+    p.add_argument("--print-config", action="store_true", help="print the resolved, typed config and stop")
     p.add_argument("overrides", nargs="*", help="config overrides, key=value (e.g. trainer.max_steps=100)")
     p.set_defaults(func=_pretrain)
 

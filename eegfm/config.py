@@ -84,7 +84,7 @@ def typed(
         obj = OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:
         raise ConfigError(f"{source}: {_explain(e, schema)}") from None
-    except ConfigError as e:  # a __post_init__ range check: name the file too
+    except (ConfigError, ValueError) as e:  # a __post_init__ range check: name the file too
         raise ConfigError(f"{source}: {e}") from None
     object.__setattr__(obj, _ENV_KEYS, env)
     return obj

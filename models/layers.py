@@ -108,3 +108,12 @@ class TemporalConv(nn.Module):
         leading = patches.shape[:-1]
         out = self.net(patches.reshape(-1, 1, patches.shape[-1]))
         return out.flatten(1).reshape(*leading, -1)
+
+
+def matrix_parameters(module: nn.Module) -> int:
+    """Parameters of a module's weight matrices: what its matmuls cost per token (2 FLOPs each).
+
+    Counted when a model is built: FSDP later flattens parameters into 1-D shards, after which neither
+    their shapes nor their per-rank sizes say what the model computes.
+    """
+    return sum(p.numel() for p in module.parameters() if p.dim() == 2)

@@ -9,22 +9,31 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from eegfm.models.layers import RMSNorm, Transformer
+from eegfm.models.layers import RMSNorm, Transformer, matrix_parameters
 from eegfm.models.position import PositionEncoding4D, token_coordinates
 from eegfm.models.reve import ReveConfig, ReveEncoder
 
 
 @dataclass(frozen=True)
 class MaeConfig:
-    mask_ratio: float = 0.55  # share of tokens masked, exactly, in every sample
-    block_radius_m: float = 0.03  # a block: every channel within 3 cm of a random seed electrode …
-    block_patches: int = 3  # … held over 3 consecutive patches
-    channel_dropout: float = 0.1  # share of channels masked whole, part of mask_ratio
+    mask_ratio: float = 0.55
+    """Share of tokens masked, exactly, in every sample."""
+    block_radius_m: float = 0.03
+    """A block: every channel within this radius (m) of a random seed electrode …"""
+    block_patches: int = 3
+    """… held over this many consecutive patches."""
+    channel_dropout: float = 0.1
+    """Share of channels masked whole, part of mask_ratio."""
     decoder_dim: int = 512
+    """Width of the MAE decoder."""
     decoder_depth: int = 4
+    """Transformer blocks of the MAE decoder."""
     decoder_heads: int = 8
+    """Attention heads of the MAE decoder."""
     secondary_weight: float = 0.1
-    position_jitter_m: float = 0.0025  # σ of the Gaussian added to positions in training
+    """Weight of REVE's secondary loss (reconstruction from the pooled encoder output)."""
+    position_jitter_m: float = 0.0025
+    """σ (m) of the Gaussian added to electrode positions in training."""
 
 
 def block_mask(
@@ -106,6 +115,10 @@ class ReveMae(nn.Module):
         self.secondary_head = nn.Sequential(nn.Linear(dim, width), nn.GELU(), nn.Linear(width, width))
         self.secondary_to_patch = nn.Linear(width, encoder_config.patch_size)
         nn.init.normal_(self.mask_token, std=0.02)
+        self.matrix_params = {
+            "encoder": matrix_parameters(self.encoder.transformer),
+            "decoder": matrix_parameters(self.decoder),
+        }
 
     def forward(
         self,
@@ -162,15 +175,12 @@ class ReveMae(nn.Module):
         masked = round(config.mask_ratio * tokens)
         visible = tokens - masked
 
-        def matrix_params(module: nn.Module) -> int:
-            return sum(p.numel() for p in module.parameters() if p.dim() == 2)
-
         forward = (
             2 * encoder.patch_size * encoder.embed_dim * tokens  # patch embedding
-            + 2 * matrix_params(self.encoder.transformer) * visible
+            + 2 * self.matrix_params["encoder"] * visible
             + 4 * encoder.depth * encoder.heads * encoder.head_dim * visible**2  # QKᵀ and AV
             + 2 * encoder.embed_dim * config.decoder_dim * visible  # into the decoder
-            + 2 * matrix_params(self.decoder) * tokens
+            + 2 * self.matrix_params["decoder"] * tokens
             + 4 * config.decoder_depth * config.decoder_dim * tokens**2
             + 2 * 2 * config.decoder_dim * encoder.patch_size * masked  # both heads back to patches
         )

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from eegfm.models.layers import RMSNorm, TemporalConv, Transformer
+from eegfm.models.layers import RMSNorm, TemporalConv, Transformer, matrix_parameters
 from eegfm.models.position import PositionEncoding4D, token_coordinates
 from eegfm.models.tokenizer import TokenizerConfig, patchify
 
@@ -102,6 +102,7 @@ class MaskedCodeModel(nn.Module):
         self.config = config
         self.encoder = MaskedCodeEncoder(config)
         self.head = nn.Linear(config.embed_dim, config.codes_per_patch * config.codebook_size)
+        self.matrix_params = matrix_parameters(self.encoder.transformer)  # before any FSDP flattening
 
     def _pass(self, eeg: torch.Tensor, positions: torch.Tensor, codes: torch.Tensor, mask: torch.Tensor):
         logits = self.head(self.encoder(eeg, positions, mask)[mask])
@@ -121,7 +122,6 @@ class MaskedCodeModel(nn.Module):
     def train_flops(self, batch: int, channels: int, n_patches: int) -> float:
         """Model FLOPs of both passes' forward + backward (3× the forward's matmuls and attention)."""
         c, tokens = self.config, channels * n_patches
-        matrices = sum(p.numel() for p in self.encoder.transformer.parameters() if p.dim() == 2)
-        forward = 2 * matrices * tokens + 4 * c.depth * c.embed_dim * tokens**2
+        forward = 2 * self.matrix_params * tokens + 4 * c.depth * c.embed_dim * tokens**2
         forward += 2 * c.embed_dim * c.codes_per_patch * c.codebook_size * tokens * c.mask_ratio
         return 2 * 3.0 * batch * forward

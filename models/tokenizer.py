@@ -20,28 +20,44 @@ import torch.nn.functional as F
 from torch import nn
 from vector_quantize_pytorch import ResidualVQ, VectorQuantize
 
-from eegfm.models.layers import RMSNorm, TemporalConv, Transformer
+from eegfm.models.layers import RMSNorm, TemporalConv, Transformer, matrix_parameters
 from eegfm.models.position import PositionEncoding4D, token_coordinates
 
 
 @dataclass(frozen=True)
 class TokenizerConfig:
-    kind: str = "vqnsp"  # "vqnsp": one codebook (LaBraM); "rvq": multi-scale residual VQ (NeuroRVQ-style)
-    patch_size: int = 200  # 1 s at 200 Hz, patches side by side: a 10-s window gives 10
+    kind: str = "vqnsp"
+    """vqnsp: one codebook (LaBraM); rvq: multi-scale residual VQ (NeuroRVQ-style)."""
+    patch_size: int = 200
+    """Samples per patch: 1 s at 200 Hz, patches side by side (a 10-s window gives 10)."""
     embed_dim: int = 200
+    """Width of the tokenizer encoder."""
     depth: int = 12
+    """Transformer blocks of the encoder."""
     heads: int = 10
-    mlp_ratio: float = 8 / 3  # GEGLU: the parameters of LaBraM's 4× GELU MLP
+    """Attention heads of the encoder."""
+    mlp_ratio: float = 8 / 3
+    """GEGLU hidden width / embed_dim (8/3: the parameters of LaBraM's 4× GELU MLP)."""
     freqs: int = 4
+    """Fourier frequencies per axis of the 4D position encoding."""
     code_dim: int = 64
+    """Dimension of each code (L2-normalised)."""
     codebook_size: int = 8192
+    """Codes per codebook."""
     ema_decay: float = 0.99
+    """EMA decay of the codebook updates."""
     kmeans_iters: int = 10
-    dead_code_threshold: float = 1.0  # EMA usage below which a code restarts from a recent encoder output
+    """k-means iterations initialising the codebooks from the first batch."""
+    dead_code_threshold: float = 1.0
+    """EMA usage below which a code restarts from a recent encoder output."""
     commitment_weight: float = 1.0
+    """Weight of the commitment loss."""
     decoder_depth: int = 3
-    branch_kernels: tuple[int, ...] = (21, 15, 9, 5)  # rvq: temporal kernels of the branches
-    quantizers: int = 8  # rvq: residual levels per branch
+    """Transformer blocks of the decoder predicting amplitude and phase."""
+    branch_kernels: tuple[int, ...] = (21, 15, 9, 5)
+    """rvq: temporal kernels of the branches."""
+    quantizers: int = 8
+    """rvq: residual levels per branch."""
 
     def __post_init__(self) -> None:
         if self.kind not in ("vqnsp", "rvq"):
@@ -120,6 +136,11 @@ class NeuralTokenizer(nn.Module):
         self.decoder_norm = RMSNorm(c.embed_dim)
         # vqnsp: amplitude and phase; rvq: log-amplitude and the phase as (cos, sin).
         self.head = nn.Linear(c.embed_dim, (2 if c.kind == "vqnsp" else 3) * c.n_bins)
+        # Counted before any FSDP flattening.
+        self.matrix_params = {
+            "encoder": matrix_parameters(self.encoder),
+            "decoder": matrix_parameters(self.decoder),
+        }
 
     def sync_codebooks(self) -> None:
         """Reduce k-means, EMA statistics and code restarts over the ranks of the current process group.
@@ -205,8 +226,7 @@ class NeuralTokenizer(nn.Module):
     def train_flops(self, batch: int, channels: int, n_patches: int) -> float:
         """Model FLOPs of one forward + backward: 3× the forward's matmuls and attention, for MFU."""
         c, tokens = self.config, channels * n_patches
-        matrices = sum(p.numel() for p in self.encoder.parameters() if p.dim() == 2)
-        decoder = sum(p.numel() for p in self.decoder.parameters() if p.dim() == 2)
+        matrices, decoder = self.matrix_params["encoder"], self.matrix_params["decoder"]
         per_branch = 2 * matrices * tokens + 4 * c.depth * c.embed_dim * tokens**2
         per_branch += 2 * c.codebook_size * c.code_dim * tokens * (1 if c.kind == "vqnsp" else c.quantizers)
         forward = (

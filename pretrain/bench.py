@@ -32,8 +32,10 @@ from eegfm.models.mae import MaeConfig, ReveMae  # noqa: E402
 from eegfm.models.reve import SIZES  # noqa: E402
 from eegfm.models.tokenizer import NeuralTokenizer, TokenizerConfig  # noqa: E402
 from eegfm.pretrain.callbacks.throughput import peak_flops  # noqa: E402
-from eegfm.pretrain.data import Cursor, DatasetSpec, ShardStream, ShardTable, load_table  # noqa: E402
 from eegfm.pretrain.mae import add_masks  # noqa: E402
+from eegfm.pretrain.plan import Cursor  # noqa: E402
+from eegfm.pretrain.stream import ShardStream  # noqa: E402
+from eegfm.pretrain.table import DatasetSpec, ShardTable, load_table  # noqa: E402
 from eegfm.storage import read_json  # noqa: E402
 
 BUDGET = 4800
@@ -64,8 +66,9 @@ def loader(shards: Path, seconds: float, masks: bool, channels: int | None = Non
             table.shard_urls,
             *(
                 column[keep]
-                for column in (table.shard, table.offset, table.size, table.channels, table.times)
+                for column in (table.shard, table.offset, table.size, table.channels, table.times, table.crc)
             ),
+            shard_bytes=table.shard_bytes,
             dataset_starts=[0, int(keep.sum())],
         )
     transform = partial(add_masks, mae=MaeConfig(), encoder=SIZES["reve_base"]) if masks else None

@@ -1,7 +1,12 @@
-"""The Lightning data module: the shard stream of `pretrain.data`, and its cursor in every checkpoint.
+"""The Lightning data module: the shard stream, and its cursor and fingerprint in every checkpoint.
 
 The cursor is the same integers on every rank, so Lightning keeping only rank 0's data-module state in a
-checkpoint loses nothing.
+checkpoint loses nothing. Beside it the checkpoint stores the stream's *fingerprint*: everything that
+decides which windows the cursor points at (datasets, their splits, weights, order and content, the
+channel budget, accumulation, seed, clipping and tokenizer), as OLMo-core's loader stores a dataset
+fingerprint. A resume whose stream differs is refused, saying what changed, unless `--reset-stream` asks
+to continue from the next epoch boundary on purpose. The number of GPUs is not part of it: a resume on
+another world size continues the same epoch exactly.
 """
 
 from __future__ import annotations
@@ -11,10 +16,17 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from eegfm.pretrain.data import BatchTransform, Cursor, DatasetSpec, ShardStream, ShardTable, load_table
+from eegfm.errors import ConfigError, DataError
+from eegfm.pretrain.config import DataConfig
+from eegfm.pretrain.plan import Cursor
+from eegfm.pretrain.stream import BatchTransform, ShardStream, raise_if_failed
+from eegfm.pretrain.table import DatasetSpec, ShardTable, check_shard_sizes, load_table
+
+STREAM_FORMAT = "eegfm-stream/1"
 
 
 def _ignore_stop_signals(worker_id: int) -> None:
@@ -26,32 +38,60 @@ def _ignore_stop_signals(worker_id: int) -> None:
 
 
 def dataset_specs(shards: Any) -> list[DatasetSpec]:
-    """`data.shards`: a URL, or a list of URLs and/or {url, weight} entries."""
+    """`data.shards`: a URL, or a list of URLs and/or {url, weight, split} entries."""
     if isinstance(shards, DictConfig | dict | str):
         shards = [shards]
     specs = []
-    for entry in shards:
+    for i, entry in enumerate(shards):
         if isinstance(entry, str):
             specs.append(DatasetSpec(entry))
-        else:
-            entry = OmegaConf.to_container(entry) if isinstance(entry, DictConfig) else dict(entry)
-            specs.append(DatasetSpec(str(entry.pop("url")), **entry))
+            continue
+        entry = OmegaConf.to_container(entry) if isinstance(entry, DictConfig) else dict(entry)
+        unknown = set(entry) - {"url", "weight", "split"}
+        if "url" not in entry or unknown:
+            raise ConfigError(
+                f"data.shards[{i}]: an entry is a URL or {{url, weight, split}}, got keys {sorted(entry)}"
+            )
+        specs.append(DatasetSpec(str(entry.pop("url")), **entry))
     if not specs:
-        raise ValueError("data.shards names no dataset")
+        raise ConfigError("data.shards names no dataset")
     return specs
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        parts = [_flatten(v, f"{prefix}.{k}" if prefix else str(k)) for k, v in value.items()]
+    elif isinstance(value, list):
+        parts = [_flatten(v, f"{prefix}[{i}]") for i, v in enumerate(value)]
+    else:
+        return {prefix: value}
+    return {k: v for part in parts for k, v in part.items()}
+
+
+def fingerprint_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Each difference between two fingerprints as `key: saved → current`."""
+    a, b = _flatten(saved), _flatten(current)
+    return [
+        f"{key}: {a.get(key, '(absent)')} → {b.get(key, '(absent)')}"
+        for key in sorted(set(a) | set(b))
+        if a.get(key, "(absent)") != b.get(key, "(absent)")
+    ]
 
 
 class ShardDataModule(pl.LightningDataModule):
     def __init__(
         self,
-        data: DictConfig,
+        data: DataConfig,
         accumulation: int,
         transform: BatchTransform | None = None,
         tokens: str | None = None,
+        reset_stream: bool = False,
     ):
-        """`tokens`: a tokenizer id whose token shards (`eegfm tokenize`) the batches carry as `codes`."""
+        """`tokens`: a tokenizer id whose token shards (`eegfm tokenize`) the batches carry as `codes`;
+        `reset_stream`: on resume, continue from the next epoch boundary whatever the saved stream was."""
         super().__init__()
         self.data, self.accumulation, self.transform, self.tokens = data, accumulation, transform, tokens
+        self.reset_stream = reset_stream
         self.specs = dataset_specs(data.shards)
         self.cursor = Cursor()
         self.table: ShardTable | None = None
@@ -59,40 +99,69 @@ class ShardDataModule(pl.LightningDataModule):
     def setup(self, stage: str) -> None:
         if self.table is None:
             self.table = load_table(self.specs, self.data.split, tokens=self.tokens)
+            check_shard_sizes(self.table)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What the cursor's meaning depends on (not the world size: that resume is exact)."""
+        assert self.table is not None
+        return {
+            "format": STREAM_FORMAT,
+            "datasets": self.table.dataset_identity,
+            "channel_budget": self.data.channel_budget,
+            "accumulation": self.accumulation,
+            "seed": self.data.seed,
+            "clip": self.data.clip,
+            "tokens": self.tokens,
+        }
 
     def train_dataloader(self) -> DataLoader:
         stream = ShardStream(
             self.table,
             [spec.weight for spec in self.specs],
-            seed=int(self.data.seed),
-            budget=int(self.data.channel_budget),
-            clip=float(self.data.clip),
+            seed=self.data.seed,
+            budget=self.data.channel_budget,
+            clip=self.data.clip,
             start=self.cursor,
             rank=self.trainer.global_rank,
             world=self.trainer.world_size,
             accumulation=self.accumulation,
             transform=self.transform,
         )
-        workers = int(self.data.num_workers)
+        workers = self.data.num_workers
         return DataLoader(
             stream,
             batch_size=None,  # the stream yields whole micro-batches
             num_workers=workers,
-            prefetch_factor=int(self.data.prefetch) if workers else None,
+            prefetch_factor=self.data.prefetch if workers else None,
             pin_memory=torch.cuda.is_available(),
             persistent_workers=False,
             worker_init_fn=_ignore_stop_signals,
         )
 
+    def on_before_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
+        raise_if_failed(batch)  # a worker's DataError, as one line in the training process
+        return batch
+
     def state_dict(self) -> dict[str, Any]:
-        return {**self.cursor._asdict(), "seed": int(self.data.seed), "samples": len(self.table)}
+        return {**self.cursor._asdict(), "fingerprint": self.fingerprint()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.setup("fit")
-        if state["seed"] != int(self.data.seed) or state["samples"] != len(self.table):
-            raise ValueError(
-                f"the checkpoint's stream (data.seed={state['seed']}, {state['samples']} samples) is not "
-                f"this config's (data.seed={self.data.seed}, {len(self.table)} samples): resuming would not "
-                "continue the same sample stream; start a new run directory instead"
+        saved, current = state.get("fingerprint", {}), self.fingerprint()
+        cursor = Cursor(state["epoch"], state["position"])
+        if self.reset_stream:
+            self.cursor = Cursor(cursor.epoch + 1, 0)
+            rank_zero_warn(
+                f"--reset-stream: the stream restarts at epoch {self.cursor.epoch}'s beginning (the "
+                f"checkpoint was at epoch {cursor.epoch}, micro-batch {cursor.position}); the rest of epoch "
+                f"{cursor.epoch} is not trained on"
             )
-        self.cursor = Cursor(state["epoch"], state["position"])
+            return
+        changes = fingerprint_changes(saved, current)
+        if changes:
+            raise DataError(
+                "the checkpoint's data stream is not this config's, so its cursor would point into another "
+                f"plan (windows skipped or repeated): {'; '.join(changes)}. Resume with the checkpoint's "
+                "settings, or pass --reset-stream to continue from the next epoch boundary on purpose"
+            )
+        self.cursor = cursor

@@ -12,14 +12,15 @@ from dataclasses import asdict
 from typing import Any
 
 import fsspec
-import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
+from eegfm.errors import DataError
 from eegfm.models.mcm import MaskedCodeEncoder, McmConfig
 from eegfm.models.reve import ReveConfig, ReveEncoder
 from eegfm.models.tokenizer import TokenizerConfig
+from eegfm.pretrain.checkpoints import load_state
 from eegfm.storage import atomic_write, join_url
 
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
@@ -62,8 +63,7 @@ def export_encoder(encoder: ReveEncoder | MaskedCodeEncoder, out: str) -> None:
 
 def encoder_from_checkpoint(checkpoint: str) -> ReveEncoder | MaskedCodeEncoder:
     """The encoder of a pretraining checkpoint: REVE's (MAE) or the masked-code model's (stage 2)."""
-    with fsspec.open(checkpoint, "rb") as f:
-        state = torch.load(f, map_location="cpu", weights_only=True)
+    state = load_state(checkpoint)
     hparams = state["hyper_parameters"]
     if "mae" in hparams:
         encoder: nn.Module = ReveEncoder(ReveConfig(**hparams["encoder"]))
@@ -71,7 +71,7 @@ def encoder_from_checkpoint(checkpoint: str) -> ReveEncoder | MaskedCodeEncoder:
         tokenizer = TokenizerConfig(**hparams["tokenizer"])
         encoder = MaskedCodeEncoder(McmConfig.for_tokenizer(tokenizer, **hparams["mcm"]))
     else:
-        raise ValueError(f"{checkpoint}: no encoder to export (a tokenizer checkpoint is used as it is)")
+        raise DataError(f"{checkpoint}: no encoder to export (a tokenizer checkpoint is used as it is)")
     prefix = "model.encoder."
     encoder.load_state_dict(
         {k.removeprefix(prefix): v for k, v in state["state_dict"].items() if k.startswith(prefix)}

@@ -7,7 +7,6 @@ from functools import partial
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 
 from eegfm.models.mae import MaeConfig, ReveMae, block_mask
 from eegfm.models.reve import SIZES, ReveConfig
@@ -54,6 +53,5 @@ class MaePretraining(Objective):
     @classmethod
     def from_config(cls, cfg: Any, *, shape_only: bool = False) -> MaePretraining:
         # Plain containers: the hyper-parameters go into checkpoints, which load with weights_only=True.
-        plain = partial(OmegaConf.to_container, resolve=True)
-        encoder = {**asdict(SIZES[cfg.model.size]), **plain(cfg.model.overrides)}
-        return cls(encoder, plain(cfg.mae), plain(cfg.optim), int(cfg.data.seed), int(cfg.trainer.max_steps))
+        encoder = {**asdict(SIZES[cfg.model.size]), **cfg.model.overrides}
+        return cls(encoder, asdict(cfg.mae), asdict(cfg.optim), cfg.data.seed, cfg.trainer.max_steps)

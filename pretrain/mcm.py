@@ -7,8 +7,8 @@ from functools import partial
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 
+from eegfm.errors import ConfigError
 from eegfm.models.mcm import SIZES, MaskedCodeModel, McmConfig, token_mask
 from eegfm.models.tokenizer import NeuralTokenizer, TokenizerConfig
 from eegfm.pretrain.checkpoints import latest_checkpoint
@@ -62,20 +62,13 @@ class McmPretraining(Objective):
     def from_config(cls, cfg: Any, *, shape_only: bool = False) -> McmPretraining:
         """Stage 2 of `cfg.tokenizer.checkpoint` (a stage-1 checkpoint, or its run directory). With
         `shape_only` and no checkpoint (parameter counts), a default VQ-NSP tokenizer stands in."""
-        checkpoint = latest_checkpoint(str(cfg.tokenizer.checkpoint)) if cfg.tokenizer.checkpoint else None
+        checkpoint = latest_checkpoint(cfg.tokenizer.checkpoint) if cfg.tokenizer.checkpoint else None
         if checkpoint is None and not shape_only:
-            raise FileNotFoundError(
+            raise ConfigError(
                 f"tokenizer.checkpoint={cfg.tokenizer.checkpoint}: no stage-1 tokenizer checkpoint there"
             )
         tokenizer = load_tokenizer(checkpoint) if checkpoint else NeuralTokenizer(TokenizerConfig())
-        mcm = {**SIZES[cfg.model.size], **OmegaConf.to_container(cfg.model.overrides, resolve=True)}
-        mcm["mask_ratio"] = float(cfg.mcm.mask_ratio)
-        module = cls(
-            mcm,
-            asdict(tokenizer.config),
-            OmegaConf.to_container(cfg.optim, resolve=True),
-            int(cfg.data.seed),
-            int(cfg.trainer.max_steps),
-        )
+        mcm = {**SIZES[cfg.model.size], **cfg.model.overrides, "mask_ratio": cfg.mcm.mask_ratio}
+        module = cls(mcm, asdict(tokenizer.config), asdict(cfg.optim), cfg.data.seed, cfg.trainer.max_steps)
         module.tokenizer.load_state_dict(tokenizer.state_dict())
         return module

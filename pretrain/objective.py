@@ -8,10 +8,18 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.strategies import FSDPStrategy
 from torch.optim.lr_scheduler import LambdaLR
 
-from eegfm.pretrain.data import batch_generator
 from eegfm.pretrain.schedule import warmup_plateau_cooldown
+from eegfm.pretrain.stream import batch_generator
+
+
+def unwrapped_name(name: str) -> str:
+    """A parameter's name as built, without the wrappers' path components (FSDP, activation
+    checkpointing, torch.compile)."""
+    wrappers = ("_fsdp_wrapped_module", "_checkpoint_wrapped_module", "_orig_mod")
+    return ".".join(part for part in name.split(".") if part not in wrappers)
 
 
 class Objective(pl.LightningModule):
@@ -20,6 +28,11 @@ class Objective(pl.LightningModule):
     def __init__(self, optim: dict, seed: int, total_steps: int):
         super().__init__()
         self.optim, self.seed, self.total_steps = optim, seed, total_steps
+
+    def setup(self, stage: str) -> None:
+        # Before the strategy wraps the model: FSDP flattens parameters, after which their shapes no
+        # longer tell a matrix from a norm's scale, so the weight-decay groups are chosen by name.
+        self.parameter_dims = {name: p.dim() for name, p in self.named_parameters()}
 
     def generator(self, batch: dict[str, Any], stream: int) -> torch.Generator:
         """The micro-batch's own generator for the step's random draws (stream 0 is the loader's)."""
@@ -36,12 +49,29 @@ class Objective(pl.LightningModule):
         self.log_dict({k: v for k, v in values.items() if k != first}, sync_dist=True)
         self.log("lr", self.lr_schedulers().get_last_lr()[0])
 
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Norm clipping, also under FSDP, where Lightning's precision plugin refuses it: FSDP's own
+        `clip_grad_norm_` reduces the norm over every rank's shard of the gradients."""
+        if gradient_clip_val and isinstance(self.trainer.strategy, FSDPStrategy):
+            self.trainer.strategy.model.clip_grad_norm_(gradient_clip_val)
+            return
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
     def configure_optimizers(self) -> dict[str, Any]:
-        # No weight decay on norms, biases and learned tokens (REVE, MAE and LaBraM practice).
-        trainable = [p for p in self.parameters() if p.requires_grad]
+        # No weight decay on norms, biases and learned tokens (REVE, MAE and LaBraM practice), chosen by
+        # the parameters' names and their shapes as built (see setup).
+        decay, no_decay = [], []
+        for name, p in self.named_parameters():
+            if p.requires_grad:
+                (decay if self.parameter_dims[unwrapped_name(name)] >= 2 else no_decay).append(p)
         groups = [
-            {"params": [p for p in trainable if p.dim() >= 2], "weight_decay": self.optim["weight_decay"]},
-            {"params": [p for p in trainable if p.dim() < 2], "weight_decay": 0.0},
+            {"params": decay, "weight_decay": self.optim["weight_decay"]},
+            {"params": no_decay, "weight_decay": 0.0},
         ]
         optimizer = torch.optim.AdamW(
             groups,

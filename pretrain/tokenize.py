@@ -25,7 +25,8 @@ from eegfm.ingest import contract
 from eegfm.ingest.indexed_tar import IndexedTarWriter
 from eegfm.models.tokenizer import NeuralTokenizer
 from eegfm.pretrain.checkpoints import latest_checkpoint, run_config
-from eegfm.pretrain.data import TOKEN_SUFFIX, decode_sample, manifest_url, token_shard_name
+from eegfm.pretrain.decode import decode_sample
+from eegfm.pretrain.table import TOKEN_SUFFIX, manifest_url, token_shard_name
 from eegfm.pretrain.tokenizer import load_tokenizer
 from eegfm.storage import exists, join_url, read_json
 

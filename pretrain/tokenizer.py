@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
-import fsspec
 import torch
-from omegaconf import OmegaConf
 
+from eegfm.errors import DataError
 from eegfm.models.tokenizer import NeuralTokenizer, TokenizerConfig
+from eegfm.pretrain.checkpoints import load_state
 from eegfm.pretrain.objective import Objective
 
 
@@ -20,6 +21,7 @@ class TokenizerPretraining(Objective):
         self.model = NeuralTokenizer(self.config)
 
     def setup(self, stage: str) -> None:
+        super().setup(stage)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             self.model.sync_codebooks()
 
@@ -36,17 +38,14 @@ class TokenizerPretraining(Objective):
 
     @classmethod
     def from_config(cls, cfg: Any, *, shape_only: bool = False) -> TokenizerPretraining:
-        tokenizer = OmegaConf.to_container(cfg.tokenizer, resolve=True)
-        optim = OmegaConf.to_container(cfg.optim, resolve=True)
-        return cls(tokenizer, optim, int(cfg.data.seed), int(cfg.trainer.max_steps))
+        return cls(asdict(cfg.tokenizer), asdict(cfg.optim), cfg.data.seed, cfg.trainer.max_steps)
 
 
 def load_tokenizer(checkpoint: str) -> NeuralTokenizer:
     """The trained tokenizer of a stage-1 checkpoint, frozen, in eval mode."""
-    with fsspec.open(checkpoint, "rb") as f:
-        state = torch.load(f, map_location="cpu", weights_only=True)
+    state = load_state(checkpoint)
     if "tokenizer" not in state.get("hyper_parameters", {}):
-        raise ValueError(f"{checkpoint} is not a tokenizer checkpoint (objective: tokenizer)")
+        raise DataError(f"{checkpoint} is not a tokenizer checkpoint (objective: tokenizer)")
     tokenizer = NeuralTokenizer(TokenizerConfig(**state["hyper_parameters"]["tokenizer"]))
     prefix = "model."
     tokenizer.load_state_dict({k.removeprefix(prefix): v for k, v in state["state_dict"].items()})

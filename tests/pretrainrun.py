@@ -44,26 +44,33 @@ def run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
     return done
 
 
+def _rows(path: Path) -> list[tuple[int, int, int, list[str]]]:
+    """(step, epoch, index, keys) of one rank's sample log, every micro-batch; a micro-batch logged twice
+    (a killed attempt's rows not trimmed on resume) fails the test."""
+    rows = []
+    for line in path.read_text().splitlines():
+        step, epoch, index, keys = line.split("\t")
+        rows.append((int(step), int(epoch), int(index), keys.split(",")))
+    seen = [(epoch, index) for _, epoch, index, _ in rows]
+    assert len(seen) == len(set(seen)), f"{path}: micro-batches logged twice"
+    return rows
+
+
 def keys_by_step(folder: Path) -> dict[int, dict[int, list[str]]]:
-    """{rank: {step: keys}} from the sample logs; a step logged twice (redone after a kill) keeps the last."""
+    """{rank: {step: keys}} from the sample logs: each step's keys are those of all its micro-batches, in
+    the order they were trained (with accumulation, every micro-batch counts, not only the last)."""
     steps: dict[int, dict[int, list[str]]] = defaultdict(dict)
     for path in sorted(folder.glob("rank-*.tsv")):
         rank = int(path.stem.split("-")[1])
-        for line in path.read_text().splitlines():
-            step, _epoch, _index, keys = line.split("\t")
-            steps[rank].setdefault(int(step), [])
-            steps[rank][int(step)] = keys.split(",")  # accumulation: one line per micro-batch
+        for step, _epoch, _index, keys in _rows(path):
+            steps[rank].setdefault(step, []).extend(keys)
     return dict(steps)
 
 
 def micro_batches(folder: Path) -> list[tuple[int, int, int, list[str]]]:
-    """(step, epoch, index, keys) of every rank's micro-batches, the last of any repeated (step, index)."""
-    rows = {}
-    for path in sorted(folder.glob("rank-*.tsv")):
-        for line in path.read_text().splitlines():
-            step, epoch, index, keys = line.split("\t")
-            rows[(int(epoch), int(index))] = (int(step), int(epoch), int(index), keys.split(","))
-    return sorted(rows.values())
+    """(step, epoch, index, keys) of every rank's micro-batches, sorted by epoch and index."""
+    rows = [row for path in sorted(folder.glob("rank-*.tsv")) for row in _rows(path)]
+    return sorted(rows, key=lambda row: (row[1], row[2]))
 
 
 def losses(metrics: str) -> dict[int, float]:
@@ -100,7 +107,9 @@ def assert_curve_continues(resumed: dict[int, float], whole: dict[int, float]) -
 def fixed_batches(shards: Path, seed: int, transform: object = None, count: int = 7) -> list[dict]:
     """`count` micro-batches of one process's stream over `shards` (320 channel-windows each): the same
     windows, and masks from `transform`, whatever model is evaluated on them."""
-    from eegfm.pretrain.data import Cursor, DatasetSpec, ShardStream, load_table
+    from eegfm.pretrain.plan import Cursor
+    from eegfm.pretrain.stream import ShardStream
+    from eegfm.pretrain.table import DatasetSpec, load_table
 
     table = load_table([DatasetSpec(str(shards))], "train")
     options = dict(seed=seed, budget=320, clip=15.0, start=Cursor(), rank=0, world=1, accumulation=1)

@@ -162,7 +162,9 @@ def test_ddp_ranks_split_each_step_and_resume_on_one_process(ddp_run: Path, tueg
     for step in range(4):
         assert not set(steps[0][step]) & set(steps[1][step])
     # Continue the 2-process run on one process: epoch 0 ends with every window seen exactly once.
-    run(_pretrain(tueg_shards, str(ddp_run / "run"), ddp_run / "keys", "trainer.max_steps=20", resume="auto"))
+    # (The resume takes the run's saved config, devices=2 included, as its base: say 1 on top.)
+    one = ("trainer.max_steps=20", "trainer.devices=1")
+    run(_pretrain(tueg_shards, str(ddp_run / "run"), ddp_run / "keys", *one, resume="auto"))
     batches = micro_batches(ddp_run / "keys")
     epoch0 = [b for b in batches if b[1] == 0]
     assert [b[2] for b in epoch0] == list(range(len(epoch0)))  # micro-batches 0, 1, 2, … once each
@@ -274,7 +276,9 @@ def split_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _heldout_batches(shards: Path, transform: object, epochs: int = 3) -> list[dict]:
     """Every val window of `shards`, `epochs` times over (other groupings, other masks from `transform`),
     in micro-batches of 320 channel-windows."""
-    from eegfm.pretrain.data import Cursor, DatasetSpec, ShardStream, load_table
+    from eegfm.pretrain.plan import Cursor
+    from eegfm.pretrain.stream import ShardStream
+    from eegfm.pretrain.table import DatasetSpec, load_table
 
     table = load_table([DatasetSpec(str(shards), split="val")], "train")
     options = dict(seed=123, budget=320, clip=15.0, start=Cursor(), rank=0, world=1, accumulation=1)
@@ -289,8 +293,8 @@ def _heldout_batches(shards: Path, transform: object, epochs: int = 3) -> list[d
 def _masked_losses(checkpoint: str, batches: list[dict]) -> dict[str, float]:
     """Mean masked-patch L1 over `batches` (their masks fixed) of: the trained model, the same model at
     initialisation, and the trivial predictor (each channel's mean over its visible patches)."""
-    from eegfm.pretrain.data import batch_generator
     from eegfm.pretrain.mae import MaePretraining
+    from eegfm.pretrain.stream import batch_generator
 
     trained = MaePretraining.load_from_checkpoint(checkpoint, weights_only=True).eval()
     torch.manual_seed(0)  # the seed every run initialises with (trainer.seed)

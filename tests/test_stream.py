@@ -11,18 +11,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from eegfm.errors import ConfigError, DataError
 from eegfm.ingest import contract
-from eegfm.pretrain.data import (
-    Cursor,
-    DatasetSpec,
-    ShardStream,
-    decode_sample,
-    epoch_order,
-    load_table,
-    micro_batches,
-    rank_assignments,
-)
 from eegfm.pretrain.datamodule import dataset_specs
+from eegfm.pretrain.decode import decode_sample
+from eegfm.pretrain.plan import Cursor, epoch_order, micro_batches, rank_assignments
+from eegfm.pretrain.stream import ShardStream
+from eegfm.pretrain.table import DatasetSpec, load_table
 
 BUDGET = 100  # 100 // 21 = 4 windows of 21 channels, 5 of 19, 4 of 22
 
@@ -85,7 +80,7 @@ def test_ranks_split_each_step_and_the_cursor_does_not_depend_on_world_size() ->
     resumed = steps(3, 1, plan[2][0].after_step, 4)
     assert sorted(a.index for step in resumed[:3] for a in step) == list(range(12, 21))
     assert resumed[3][0].epoch == 1 and resumed[2][0].after_step == Cursor(1, 0)
-    with pytest.raises(ValueError, match="fewer than one step"):
+    with pytest.raises(DataError, match="fewer than one step"):
         next(rank_assignments(lambda epoch: 3, Cursor(), 0, 2, 2))
 
 
@@ -127,7 +122,7 @@ def test_weights_mix_datasets_by_share(tueg_shards: Path, chbmit_shards: Path) -
     assert len(set(order[~from_chbmit].tolist())) == (~from_chbmit).sum()  # downsampled: no repeats
     natural = epoch_order(table, [None, None], seed=0, epoch=0)
     assert sorted(natural.tolist()) == list(range(total))
-    with pytest.raises(ValueError, match="all be given"):
+    with pytest.raises(ConfigError, match="all be given"):
         epoch_order(table, [1.0, None], 0, 0)
 
 
@@ -143,7 +138,18 @@ def test_bad_statistics_name_the_shard(table) -> None:
     assert positions.shape == (eeg.shape[0], 3) and stream.clip == 15.0
     assert eeg.abs().max() <= 15.0 and abs(float(eeg.mean())) < 1
     broken = blob.replace(b'"channel_std": [', b'"channel_std":[-', 1)  # same length: a negative std
-    with pytest.raises(ValueError, match=f"{url}: sample {key} has unusable channel statistics"):
+    with pytest.raises(DataError, match=rf"{url} \(sample {key}\): unusable channel statistics"):
+        decode_sample(broken, url, 15.0, eeg)
+    # A string where the statistics should be (a buggy writer), padded to keep the tar's sizes right.
+    start = blob.index(b'"channel_std": [')
+    end = blob.index(b"]", start) + 1
+    text = b'"channel_std": "abc"'
+    broken = blob[:start] + text + b" " * (end - start - len(text)) + blob[end:]
+    with pytest.raises(DataError, match=rf"{url} \(sample {key}\): unusable channel_mean/channel_std"):
+        decode_sample(broken, url, 15.0, eeg)
+    # A corrupt tar header: the size field of the first member is not octal.
+    broken = blob[:124] + b"zzzzzzzzzzz\0" + blob[136:]
+    with pytest.raises(DataError, match=rf"{url}: corrupt tar header"):
         decode_sample(broken, url, 15.0, eeg)
 
 
@@ -153,7 +159,7 @@ def test_missing_index_is_a_clear_error(tueg_shards: Path, tmp_path: Path) -> No
     for path in tueg_shards.iterdir():
         if path.is_file() and not path.name.endswith(contract.INDEX_SUFFIX):
             (copy / path.name).write_bytes(path.read_bytes())
-    with pytest.raises(FileNotFoundError, match="written without indexes"):
+    with pytest.raises(DataError, match="written without indexes"):
         load_table([DatasetSpec(str(copy))], "train")
     with pytest.raises(ValueError, match="no shard of split 'val'"):
         load_table([DatasetSpec(str(tueg_shards))], "val")

@@ -350,7 +350,9 @@ def test_tokenize_writes_resumable_token_shards_that_stage_2_reads(
 ) -> None:
     import shutil
 
-    from eegfm.pretrain.data import Cursor, DatasetSpec, ShardStream, load_table
+    from eegfm.pretrain.plan import Cursor
+    from eegfm.pretrain.stream import ShardStream
+    from eegfm.pretrain.table import DatasetSpec, load_table
     from eegfm.pretrain.tokenize import tokenizer_id
     from eegfm.pretrain.tokenizer import load_tokenizer
 

@@ -17,6 +17,8 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
+from eegfm.pretrain.stream import completes_step
+
 
 def codebooks(model: torch.nn.Module) -> list[torch.nn.Module]:
     """The model's codebooks in code-id column order (branch-major, then residual level)."""
@@ -36,9 +38,11 @@ class CodebookHealth(pl.Callback):
         counts = torch.stack([torch.bincount(ids[:, j], minlength=size) for j in range(ids.shape[1])])
         self.recent.append(counts.cpu())
         books = codebooks(pl_module.model)
+        if not completes_step(batch):
+            return
         if trainer.global_step == 1:
             self._check_ranks_agree(trainer, books)  # right after the k-means initialisation
-        if (batch_idx + 1) % (self.log_every * trainer.accumulate_grad_batches):
+        if trainer.global_step % self.log_every:
             return
         total = torch.stack(list(self.recent)).sum(dim=0).float()  # (codebooks, size)
         p = total / total.sum(dim=1, keepdim=True)

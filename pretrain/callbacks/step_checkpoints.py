@@ -2,12 +2,12 @@
 
 A checkpoint of step k is taken as step k begins: step k − 1 has been logged by then, and the loggers
 are flushed first, so a run killed at any moment resumes to a curve with no missing step. On a signal
-the handler only sets a flag; the run stops after the step under way and saves as it ends. Writing a
-large checkpoint from inside a signal handler (as Lightning's SLURM requeue handler does) can hang or
-corrupt it, and Lightning's own SIGTERM handler stops without saving. The flag is OR-reduced over the
-ranks at each boundary, so all ranks stop together even when the signal reached only some of them. The
-newest `keep` checkpoints are kept (all when keep < 0). Under SLURM, a run stopped by SIGUSR1 (the job's
-`--signal` warning) requeues its job once the checkpoint is saved; the requeued job resumes from it.
+the handler only sets a flag; the flag is OR-reduced over the ranks after each optimizer step (the last
+micro-batch of a step, so with gradient accumulation a stop never splits a step), and the run then stops
+and saves as it ends. Writing a large checkpoint from inside a signal handler (as Lightning's SLURM
+requeue handler does) can hang or corrupt it, and Lightning's own SIGTERM handler stops without saving.
+Under SLURM, a run stopped by SIGUSR1 (the job's `--signal` warning) requeues its job once the checkpoint
+is saved; the requeued job resumes from it. Weights that are not all finite are never saved.
 """
 
 from __future__ import annotations
@@ -15,42 +15,62 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
 import fsspec
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.utilities import rank_zero_info
 
-from eegfm.pretrain.checkpoints import CHECKPOINTS_DIR, checkpoint_name, list_checkpoints
+from eegfm.errors import DataError
+from eegfm.pretrain.checkpoints import (
+    CHECKPOINTS_DIR,
+    checkpoint_name,
+    list_checkpoints,
+    remove_stale_temporaries,
+)
+from eegfm.pretrain.stream import begins_step, completes_step
 from eegfm.storage import join_url
 
 SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
 
 
+@dataclass
 class StepCheckpoints(pl.Callback):
-    def __init__(self, run_dir: str, every_n_steps: int, keep: int):
-        if keep == 0 or every_n_steps <= 0:
-            raise ValueError("checkpoint.keep must be ≥ 1 (or -1: all) and checkpoint.every_n_steps ≥ 1")
-        self.run_dir, self.every_n_steps, self.keep = run_dir, every_n_steps, keep
-        self.received: int | None = None
-        self.stopped_by: int | None = None
-        self.last_saved: int | None = None
+    run_dir: str
+    """The run directory; checkpoints go to its `checkpoints/` folder."""
+    every_n_steps: int
+    """Steps between checkpoints."""
+    keep: int
+    """Newest checkpoints kept (-1: all)."""
+    received: int | None = field(default=None, init=False, repr=False)
+    stopped_by: int | None = field(default=None, init=False, repr=False)
+    last_saved: int | None = field(default=None, init=False, repr=False)
 
     def _handler(self, signum: int, frame: FrameType | None) -> None:
         self.received = signum
 
     def save(self, trainer: pl.Trainer) -> str:
         path = join_url(self.run_dir, CHECKPOINTS_DIR, checkpoint_name(trainer.global_step))
-        if self.last_saved != trainer.global_step:
-            for logger in trainer.loggers:
-                logger.save()
-            trainer.save_checkpoint(path)
-            self.last_saved = trainer.global_step
-            if trainer.is_global_zero and self.keep >= 0:
-                fs, _ = fsspec.core.url_to_fs(path)
-                for old in list_checkpoints(self.run_dir)[: -self.keep or None]:
-                    fs.rm(old, recursive=True)
+        if self.last_saved == trainer.global_step:
+            return path
+        local_bad = any(not bool(torch.isfinite(p).all()) for p in trainer.lightning_module.parameters())
+        if trainer.strategy.reduce_boolean_decision(local_bad, all=False):
+            raise DataError(
+                f"step {trainer.global_step}: the weights are not all finite; refusing to save them as "
+                f"{path}. Resume from the last good checkpoint with a lower optim.lr or "
+                "trainer.gradient_clip"
+            )
+        for logger in trainer.loggers:
+            logger.save()
+        trainer.save_checkpoint(path)
+        self.last_saved = trainer.global_step
+        if trainer.is_global_zero and self.keep >= 0:
+            fs, _ = fsspec.core.url_to_fs(path)
+            for old in list_checkpoints(self.run_dir)[: -self.keep or None]:
+                fs.rm(old, recursive=True)
         return path
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -58,18 +78,25 @@ class StepCheckpoints(pl.Callback):
         for sig in SIGNALS:
             signal.signal(sig, self._handler)
         self.last_saved = trainer.global_step  # a resumed run starts from a saved step
+        if trainer.is_global_zero:
+            for stale in remove_stale_temporaries(self.run_dir):
+                rank_zero_info(f"removed {stale}: a save interrupted by an earlier kill")
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        if batch_idx % trainer.accumulate_grad_batches:
+        if begins_step(batch) and trainer.global_step % self.every_n_steps == 0:
+            self.save(trainer)
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if not completes_step(batch):
             return  # mid-accumulation: not a step boundary
         if trainer.strategy.reduce_boolean_decision(self.received is not None, all=False):
-            rank_zero_info("signal received: stopping after this step, with a checkpoint")
+            rank_zero_info(f"signal received: stopping after step {trainer.global_step}, with a checkpoint")
             self.stopped_by = self.received or signal.SIGUSR1  # a rank that saw none stops for the others
             trainer.should_stop = True
-        elif trainer.global_step % self.every_n_steps == 0:
-            self.save(trainer)
 
     def on_save_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]

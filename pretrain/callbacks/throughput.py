@@ -8,6 +8,8 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
+from eegfm.pretrain.stream import completes_step
+
 # Dense bf16 peak FLOP/s per GPU, by a substring of the device name (datasheet figures).
 PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 70e12}
 
@@ -40,7 +42,7 @@ class Throughput(pl.Callback):
         self.windows += size
         self.tokens += size * channels * n_patches
         self.flops += pl_module.train_flops(size, channels, n_patches)
-        if (batch_idx + 1) % (self.log_every * trainer.accumulate_grad_batches):
+        if not completes_step(batch) or trainer.global_step % self.log_every:
             return
         if trainer.strategy.root_device.type == "cuda":
             torch.cuda.synchronize()

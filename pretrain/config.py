@@ -1,0 +1,273 @@
+"""Pretraining configs as typed data: one dataclass per section, a docstring per field, checked on load.
+
+`configs/pretrain/<name>.yaml` (and the files it `extends:`) plus `key=value` overrides are merged onto
+the schema of the config's `objective` (`MaeRun`, `TokenizerRun` or `McmRun`): an unknown key, a value of
+the wrong type or out of range is a `ConfigError` naming the key. `eegfm pretrain --print-config` shows
+the result with these docstrings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from eegfm.config import load_config, parse_overrides, typed
+from eegfm.errors import ConfigError
+from eegfm.models.mae import MaeConfig
+from eegfm.models.tokenizer import TokenizerConfig
+
+STRATEGIES = ("ddp", "fsdp", "deepspeed")
+
+
+def _check(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"{key}: {message}")
+
+
+@dataclass
+class DataConfig:
+    shards: list[Any] = field(default_factory=lambda: ["shards/tueg"])
+    """Shard folders or manifest URLs (local or s3://), or {url, weight, split} entries to mix datasets."""
+    split: str = "train"
+    """The split every dataset is read from, unless its entry names its own."""
+    channel_budget: int = 4800
+    """Channel-windows per micro-batch (per GPU): budget // C windows of C channels, no padding."""
+    clip: float = 15.0
+    """Clip at ±clip after the per-recording channel z-score."""
+    seed: int = 0
+    """Seed of the epoch plan (shuffles) and of the per-micro-batch masks."""
+    num_workers: int = 4
+    """DataLoader worker processes per rank (0: read in the training process)."""
+    prefetch: int = 4
+    """Micro-batches each worker keeps ready."""
+
+    def __post_init__(self) -> None:
+        _check(self.channel_budget > 0, "data.channel_budget", f"must be positive, got {self.channel_budget}")
+        _check(self.clip > 0, "data.clip", f"must be positive, got {self.clip}")
+        _check(self.num_workers >= 0, "data.num_workers", f"must be ≥ 0, got {self.num_workers}")
+        _check(self.prefetch >= 1, "data.prefetch", f"must be ≥ 1, got {self.prefetch}")
+        _check(bool(self.shards), "data.shards", "names no dataset")
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 2.4e-4
+    """Peak learning rate (AdamW)."""
+    weight_decay: float = 0.05
+    """AdamW weight decay of matrices; norms, biases and learned tokens get none."""
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    """AdamW's (β1, β2)."""
+    eps: float = 1.0e-8
+    """AdamW's ε."""
+    warmup_fraction: float = 0.05
+    """Share of the run's steps spent warming the learning rate up linearly."""
+    cooldown_fraction: float = 0.2
+    """Share of the run's steps at the end spent cooling down (cosine) to min_lr_ratio · lr."""
+    min_lr_ratio: float = 0.01
+    """Final learning rate as a share of the peak."""
+
+    def __post_init__(self) -> None:
+        _check(self.lr > 0, "optim.lr", f"must be positive, got {self.lr}")
+        _check(self.weight_decay >= 0, "optim.weight_decay", f"must be ≥ 0, got {self.weight_decay}")
+        _check(len(self.betas) == 2, "optim.betas", f"must be two numbers, got {list(self.betas)}")
+        for name in ("warmup_fraction", "cooldown_fraction", "min_lr_ratio"):
+            value = getattr(self, name)
+            _check(0 <= value <= 1, f"optim.{name}", f"must be within [0, 1], got {value}")
+        total = self.warmup_fraction + self.cooldown_fraction
+        _check(total <= 1, "optim.warmup_fraction", f"warm-up and cool-down exceed the run ({total})")
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: int = 200000
+    """Optimizer steps of the whole run (the learning-rate schedule spans them)."""
+    accelerator: str = "auto"
+    """Lightning accelerator: auto, cpu, gpu."""
+    devices: Any = "auto"
+    """Devices per node: auto, a count, or a list of indices."""
+    num_nodes: int = 1
+    """Nodes of the job (SLURM and torchrun supply the ranks)."""
+    strategy: str = "ddp"
+    """Distribution strategy: ddp, fsdp or deepspeed."""
+    fsdp_sharding: str = "FULL_SHARD"
+    """FSDP sharding strategy (FULL_SHARD, SHARD_GRAD_OP, HYBRID_SHARD, NO_SHARD)."""
+    deepspeed: str = "configs/pretrain/deepspeed/zero2.yaml"
+    """DeepSpeed config file (ZeRO stage, bf16); accumulation and clipping come from trainer.*."""
+    precision: str = "auto"
+    """Lightning precision; auto: bf16-mixed on GPU, 32-true on CPU."""
+    accumulate: int = 1
+    """Micro-batches per optimizer step and rank (gradient accumulation)."""
+    gradient_clip: float = 1.0
+    """Gradient-norm clipping threshold (0: none)."""
+    log_every: int = 50
+    """Steps between logged rows of metrics.csv."""
+    seed: int = 0
+    """Seed of the initial weights (the same on every rank and every attempt)."""
+    skip_nonfinite: bool = False
+    """On a non-finite loss or gradient: false stops the run naming the step and samples; true skips
+    that micro-batch's update and counts it (`skipped_nonfinite` in metrics.csv)."""
+
+    def __post_init__(self) -> None:
+        _check(self.max_steps > 0, "trainer.max_steps", f"must be positive, got {self.max_steps}")
+        _check(self.num_nodes >= 1, "trainer.num_nodes", f"must be ≥ 1, got {self.num_nodes}")
+        _check(
+            self.strategy in STRATEGIES,
+            "trainer.strategy",
+            f"must be one of {', '.join(STRATEGIES)}, not {self.strategy!r}",
+        )
+        _check(self.accumulate >= 1, "trainer.accumulate", f"must be ≥ 1, got {self.accumulate}")
+        _check(self.gradient_clip >= 0, "trainer.gradient_clip", f"must be ≥ 0, got {self.gradient_clip}")
+        _check(self.log_every >= 1, "trainer.log_every", f"must be ≥ 1, got {self.log_every}")
+        _check(
+            not (self.skip_nonfinite and self.strategy == "deepspeed"),
+            "trainer.skip_nonfinite",
+            "cannot skip updates under DeepSpeed (it owns the gradients); use ddp or fsdp, or leave it false",
+        )
+
+
+@dataclass
+class CheckpointConfig:
+    every_n_steps: int = 2000
+    """Steps between checkpoints (also saved at the end and on SIGUSR1/SIGTERM)."""
+    keep: int = 3
+    """Newest checkpoints kept (-1: all)."""
+
+    def __post_init__(self) -> None:
+        _check(self.every_n_steps >= 1, "checkpoint.every_n_steps", f"must be ≥ 1, got {self.every_n_steps}")
+        _check(self.keep >= 1 or self.keep == -1, "checkpoint.keep", f"must be ≥ 1 or -1, got {self.keep}")
+
+
+@dataclass
+class RunConfig:
+    dir: str = "runs/default"
+    """The run directory (local path or s3://…): config.yaml, metrics.csv, checkpoints/."""
+
+
+@dataclass
+class LoggingConfig:
+    tensorboard: Any = "${run.dir}/tensorboard"
+    """A local folder for TensorBoard events, or false (TensorBoard cannot write to s3://)."""
+    flush_every: int = 20
+    """Logged rows kept in memory between rewrites of metrics.csv."""
+    progress_bar: bool = True
+    """Lightning's progress bar."""
+    sample_keys: str | None = None
+    """A local folder: every rank's sample keys per micro-batch (provenance, resume checks)."""
+
+    def __post_init__(self) -> None:
+        board = self.tensorboard
+        _check(
+            board is False or board is None or isinstance(board, str),
+            "logging.tensorboard",
+            f"a local folder or false, got {board!r}",
+        )
+        _check(
+            not (isinstance(board, str) and "://" in board),
+            "logging.tensorboard",
+            f"{board}: TensorBoard writes to a local folder only; give a local path, or false",
+        )
+        _check(self.flush_every >= 1, "logging.flush_every", f"must be ≥ 1, got {self.flush_every}")
+
+
+@dataclass
+class PretrainConfig:
+    """What every objective's run shares."""
+
+    objective: str = "mae"
+    """mae (REVE masked autoencoder), tokenizer (VQ-NSP / residual VQ) or mcm (masked code modelling)."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """The shard stream."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    """AdamW and the learning-rate schedule."""
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    """Steps, devices, strategy, precision, accumulation."""
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    """When checkpoints are saved and how many are kept."""
+    run: RunConfig = field(default_factory=RunConfig)
+    """Where the run's outputs go."""
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    """metrics.csv, TensorBoard, progress bar, sample keys."""
+
+
+@dataclass
+class ModelSize:
+    size: str = "reve_base"
+    """A named size (models/reve.py or models/mcm.py SIZES)."""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """Fields of the size's config to change, e.g. {depth: 12}."""
+
+
+@dataclass
+class MaeRun(PretrainConfig):
+    """REVE-style masked-autoencoder pretraining."""
+
+    model: ModelSize = field(default_factory=ModelSize)
+    """The encoder's size."""
+    mae: MaeConfig = field(default_factory=MaeConfig)
+    """Masking, decoder and loss of the MAE."""
+
+    def __post_init__(self) -> None:
+        from eegfm.models.reve import SIZES
+
+        _check(self.model.size in SIZES, "model.size", f"{self.model.size!r} is not one of {sorted(SIZES)}")
+
+
+@dataclass
+class TokenizerRun(PretrainConfig):
+    """Stage 1: a neural tokenizer (LaBraM VQ-NSP or NeuroRVQ-style residual VQ)."""
+
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    """The tokenizer's architecture and codebook."""
+
+
+@dataclass
+class McmSettings:
+    mask_ratio: float = 0.5
+    """Share of the patches replaced by the mask token in the first pass (the second masks the rest)."""
+
+    def __post_init__(self) -> None:
+        _check(0 < self.mask_ratio < 1, "mcm.mask_ratio", f"must be within (0, 1), got {self.mask_ratio}")
+
+
+@dataclass
+class Stage1:
+    checkpoint: str | None = None
+    """A stage-1 tokenizer checkpoint, or its run directory (its newest checkpoint); required."""
+    precomputed: bool = False
+    """Read the code ids `eegfm tokenize` wrote beside the shards instead of tokenizing on the fly."""
+
+
+@dataclass
+class McmRun(PretrainConfig):
+    """Stage 2: LaBraM's masked code modelling against a frozen stage-1 tokenizer."""
+
+    model: ModelSize = field(default_factory=lambda: ModelSize(size="labram_base"))
+    """The stage-2 encoder's size."""
+    mcm: McmSettings = field(default_factory=McmSettings)
+    """Masking of the code prediction."""
+    tokenizer: Stage1 = field(default_factory=Stage1)
+    """The frozen stage-1 tokenizer."""
+
+    def __post_init__(self) -> None:
+        from eegfm.models.mcm import SIZES
+
+        _check(self.model.size in SIZES, "model.size", f"{self.model.size!r} is not one of {sorted(SIZES)}")
+
+
+SCHEMAS: dict[str, type[PretrainConfig]] = {"mae": MaeRun, "tokenizer": TokenizerRun, "mcm": McmRun}
+
+
+def pretrain_config(raw: Any, overrides: list[str] | None = None, source: str = "config") -> PretrainConfig:
+    """A pretraining config from YAML-like data and overrides, typed by its `objective`."""
+    objective = OmegaConf.select(OmegaConf.merge(raw, parse_overrides(overrides or [])), "objective")
+    if objective not in SCHEMAS:
+        raise ConfigError(f"{source}: objective {objective!r} is not one of {', '.join(SCHEMAS)}")
+    return typed(SCHEMAS[objective], raw, overrides, source=source)
+
+
+def load_pretrain_config(path: str | Path, overrides: list[str] | None = None) -> PretrainConfig:
+    """`configs/pretrain/<name>.yaml` (with what it extends) and `key=value` overrides, typed."""
+    return pretrain_config(load_config(path), overrides, source=str(path))

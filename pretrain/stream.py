@@ -1,0 +1,161 @@
+"""The pretraining data stream: this rank's micro-batches of the epoch plan, read, checked and decoded.
+
+Samples are read by byte range (the shard index gives it), all of a micro-batch's at once, so object
+storage serves them concurrently; each sample's bytes are checked against the index's CRC-32 before they
+are decoded. A bad sample stops the run with one line naming the shard and the sample: the error travels
+from the loader worker to the training process as data (`StreamFailure`), since an exception raised in a
+worker reaches the trainer wrapped in the worker's traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
+from typing import Any
+
+import fsspec
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from eegfm.errors import DataError, EegfmError
+from eegfm.pretrain.decode import check_crc, decode_sample, token_member
+from eegfm.pretrain.plan import Assignment, Cursor, epoch_order, micro_batches, rank_assignments
+from eegfm.pretrain.table import ShardTable, sample_key
+
+BatchTransform = Callable[[dict[str, Any], torch.Generator], dict[str, Any]]
+FAILURE = "stream_failure"  # key of the one-entry dict a worker yields instead of a batch it cannot read
+
+
+def begins_step(batch: dict[str, Any]) -> bool:
+    """Whether a micro-batch is the first of its optimizer step (a step boundary lies before it)."""
+    return batch["micro_step"] == 0
+
+
+def completes_step(batch: dict[str, Any]) -> bool:
+    """Whether the optimizer steps after this micro-batch: the one test every callback uses."""
+    return bool(batch["step_end"])
+
+
+def raise_if_failed(batch: dict[str, Any]) -> None:
+    """In the training process: re-raise a worker's `DataError` as the one line it is."""
+    if FAILURE in batch:
+        raise DataError(batch[FAILURE])
+
+
+class ShardStream(IterableDataset):
+    """This rank's micro-batches as dicts: `eeg` (B, C, T), `positions` (B, C, 3), `keys`, and where the
+    batch sits in the plan (`epoch`, `index`, `cursor` = the stream's state once its step is done,
+    `micro_step` = its place in its optimizer step, `step_end` = whether the optimizer steps after it).
+
+    DataLoader workers take this rank's micro-batches round-robin, which is the order in which the
+    DataLoader hands them out, so the stream is the same with any number of workers. `transform` runs in
+    the workers (the MAE's masks), with a generator seeded by (seed, epoch, index).
+    """
+
+    def __init__(
+        self,
+        table: ShardTable,
+        weights: Sequence[float | None],
+        *,
+        seed: int,
+        budget: int,
+        clip: float,
+        start: Cursor,
+        rank: int,
+        world: int,
+        accumulation: int,
+        transform: BatchTransform | None = None,
+    ):
+        self.table, self.weights, self.seed, self.budget, self.clip = table, list(weights), seed, budget, clip
+        self.start, self.rank, self.world, self.accumulation = start, rank, world, accumulation
+        self.transform = transform
+        self._plans: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def plan(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """(samples, bounds) of an epoch's micro-batches; the last two epochs are kept."""
+        if epoch not in self._plans:
+            order = epoch_order(self.table, self.weights, self.seed, epoch)
+            self._plans = {e: p for e, p in self._plans.items() if e == epoch - 1}
+            self._plans[epoch] = micro_batches(self.table, order, self.budget)
+        return self._plans[epoch]
+
+    def assignments(self) -> Iterator[Assignment]:
+        return rank_assignments(
+            lambda epoch: len(self.plan(epoch)[1]) - 1, self.start, self.rank, self.world, self.accumulation
+        )
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        for k, assignment in enumerate(self.assignments()):
+            if k % workers == worker:
+                try:
+                    yield self.read(assignment)
+                except EegfmError as e:
+                    yield {FAILURE: str(e)}
+                    return
+
+    def read(self, assignment: Assignment) -> dict[str, Any]:
+        samples, bounds = self.plan(assignment.epoch)
+        rows = samples[bounds[assignment.index] : bounds[assignment.index + 1]]
+        table = self.table
+        urls = [table.shard_urls[i] for i in table.shard[rows]]
+        starts = table.offset[rows]
+        blobs = read_ranges(urls, starts, table.size[rows])
+        eeg = torch.empty((len(rows), int(table.channels[rows[0]]), int(table.times[rows[0]])))
+        decoded = []
+        for row, blob, url, start, out in zip(rows.tolist(), blobs, urls, starts.tolist(), eeg, strict=True):
+            check_crc(blob, table.crc[row], partial(_sample_location, table, row))
+            decoded.append(decode_sample(blob, f"{url} @ byte {start}", self.clip, out))
+        batch = {
+            "eeg": eeg,
+            "positions": torch.from_numpy(np.stack([d[1] for d in decoded])),
+            "keys": [d[0] for d in decoded],
+            "epoch": assignment.epoch,
+            "index": assignment.index,
+            "cursor": assignment.after_step,
+            "micro_step": assignment.micro_step,
+            "step_end": assignment.step_end,
+        }
+        if table.token_urls is not None:
+            token_urls = [table.token_urls[i] for i in table.shard[rows]]
+            token_starts = table.token_offset[rows]
+            blobs = read_ranges(token_urls, token_starts, table.token_size[rows])
+            codes = []
+            for blob, url, start, crc in zip(
+                blobs, token_urls, token_starts.tolist(), table.token_crc[rows], strict=True
+            ):
+                where = f"{url} @ byte {start}"
+                check_crc(blob, crc, partial(str, where))
+                codes.append(token_member(blob, where))
+            batch["codes"] = torch.stack(codes).long()
+        if self.transform is not None:
+            batch = self.transform(batch, batch_generator(self.seed, assignment.epoch, assignment.index))
+        return batch
+
+
+def _sample_location(table: ShardTable, row: int) -> str:
+    url = table.shard_urls[table.shard[row]]
+    return f"{url} @ byte {table.offset[row]} (sample {sample_key(table, row)})"
+
+
+def read_ranges(urls: list[str], starts: np.ndarray, sizes: np.ndarray) -> list[bytes]:
+    """Byte ranges of (possibly remote) files, fetched together: concurrently on object storage. A range
+    that comes back short (a shard truncated since start-up) is a `DataError` naming it."""
+    fs, _ = fsspec.core.url_to_fs(urls[0])
+    paths = [fsspec.core.url_to_fs(u)[1] for u in urls]
+    ends = (starts + sizes).tolist()
+    blobs = fs.cat_ranges(paths, starts.tolist(), ends)
+    for url, start, size, blob in zip(urls, starts.tolist(), sizes.tolist(), blobs, strict=True):
+        if isinstance(blob, Exception):
+            raise DataError(f"{url} @ byte {start}: cannot read {size} bytes ({blob})")
+        if len(blob) != size:
+            raise DataError(f"{url} @ byte {start}: {len(blob)} of {size} bytes: the shard is truncated")
+    return blobs
+
+
+def batch_generator(seed: int, epoch: int, index: int, stream: int = 0) -> torch.Generator:
+    """A generator owned by one micro-batch: the same masks and jitter after any resume, on any world size."""
+    entropy = np.random.SeedSequence([seed, epoch, index, stream]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(entropy[0]) << 32 | int(entropy[1]))
