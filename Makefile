@@ -15,7 +15,7 @@ LAUNCH ?= configs/launch/slurm_4x8_reve_base.yaml
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help setup lock demo shards merge fixtures test golden lint format bench-ingest bench-train submit-slurm submit-k8s docker clean
+.PHONY: help setup lock demo shards merge fixtures test test-gpu golden lint format bench-ingest bench-train submit-slurm submit-k8s docker clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -55,6 +55,9 @@ test: $(STAMP)  ## the whole test suite
 
 golden: $(STAMP)  ## rewrite tests/assets/losses/reve_tiny_cpu.txt (the golden loss curve): only on purpose
 	$(BIN)/python tests/golden.py --write
+
+test-gpu: $(STAMP)  ## on a GPU node: DDP, FSDP, DeepSpeed ZeRO-2 train reve_base in bf16, resume exactly; tokens/s, MFU
+	$(BIN)/python -m eegfm.pretrain.gpucheck $(ARGS)
 
 lint: $(STAMP)  ## ruff
 	$(BIN)/ruff check .
