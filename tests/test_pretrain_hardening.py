@@ -295,3 +295,18 @@ def test_a_kill_during_a_checkpoint_write_resumes_from_the_previous_one(
     assert not [p for p in folder.iterdir() if ".tmp-" in p.name]
     assert sorted(p.name for p in folder.iterdir())[-1] == "step=00000003.ckpt"
     assert "step=00000001.ckpt" in done.stderr + done.stdout  # Lightning: restored from …
+
+
+def test_flops_do_not_depend_on_how_parameters_are_laid_out() -> None:
+    """FSDP flattens parameters into 1-D shards; MFU's FLOPs counted `p.dim() == 2` parameters at each call
+    and fell to the embeddings' share. Counted at build time, they survive flattening (here: every
+    parameter replaced by a 1-D view of itself, as FSDP's flat parameters are)."""
+    from eegfm.pretrain.config import load_pretrain_config
+    from eegfm.pretrain.train import build_module
+
+    for config in ("reve_tiny.yaml", "labram_vqnsp_tiny.yaml"):
+        module = build_module(load_pretrain_config(REPO / "configs" / "pretrain" / config))
+        before = module.train_flops(4, 21, 10)
+        for p in module.parameters():
+            p.data = p.data.flatten()
+        assert module.train_flops(4, 21, 10) == before > 0
