@@ -15,7 +15,7 @@ LAUNCH ?= configs/launch/slurm_4x8_reve_base.yaml
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help setup lock demo shards merge fixtures test test-gpu golden lint format bench-ingest bench-train submit-slurm submit-k8s docker clean
+.PHONY: help setup lock demo shards merge fixtures test test-gpu golden lint format bench-ingest bench-train simulate-stream submit-slurm submit-k8s docker clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -72,6 +72,9 @@ bench-ingest: $(STAMP)  ## ingest throughput vs a plain MNE pipeline, and peak m
 
 bench-train: $(STAMP)  ## loader windows/s per core, CPU model throughput, GPU tokens/s and MFU (when there is one)
 	$(BIN)/python -m eegfm.pretrain.bench
+
+simulate-stream: $(STAMP)  ## the epoch plan at REVE's scale (60,000 h, 4 x 8 GPUs), no data: cost, GET/s, mixing
+	$(BIN)/eegfm simulate-stream --hours 60000 --gpus 32 --nodes 4 $(ARGS)
 
 submit-slurm: $(STAMP)  ## render and submit a SLURM job: make submit-slurm LAUNCH=configs/launch/….yaml [ARGS="--dry-run k=v"]
 	$(BIN)/eegfm submit slurm --config $(LAUNCH) $(ARGS)

@@ -193,6 +193,32 @@ def _submit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _simulate_stream(args: argparse.Namespace) -> int:
+    import json
+
+    from eegfm.pretrain.config import DataConfig
+    from eegfm.pretrain.simulate import simulate_stream
+
+    figures = simulate_stream(
+        args.hours,
+        args.gpus,
+        args.nodes,
+        windows_per_s_per_gpu=args.windows_per_s_per_gpu,
+        block=DataConfig.shuffle_block if args.shuffle_block is None else args.shuffle_block,
+        budget=DataConfig.channel_budget if args.channel_budget is None else args.channel_budget,
+    )
+    if args.json:
+        print(json.dumps(figures, indent=1, default=float))
+        return 0
+    for key, value in figures.items():
+        if isinstance(value, float):
+            value = f"{value:,.2f}"
+        elif isinstance(value, int):
+            value = f"{value:,}"
+        print(f"{key:36s} {value}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eegfm", description=__doc__)
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -261,6 +287,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print what would be submitted, submit nothing")
     p.add_argument("overrides", nargs="*", help="launch-config overrides, key=value")
     p.set_defaults(func=_submit)
+
+    p = verbs.add_parser(
+        "simulate-stream", help="the epoch plan on a synthetic REVE-like table: cost, reads, mixing"
+    )
+    p.add_argument("--hours", type=float, default=60000.0, help="hours of EEG in the synthetic table")
+    p.add_argument("--gpus", type=int, default=32, help="GPUs of the job (all nodes)")
+    p.add_argument("--nodes", type=int, default=4)
+    p.add_argument("--windows-per-s-per-gpu", type=float, default=7400.0, help="training rate per GPU")
+    p.add_argument("--shuffle-block", type=int, help="shards per block (0: global; default: data.*'s)")
+    p.add_argument("--channel-budget", type=int, help="channel-windows per micro-batch (default: data.*'s)")
+    p.add_argument("--json", action="store_true", help="one JSON object instead of aligned lines")
+    p.set_defaults(func=_simulate_stream)
 
     p = verbs.add_parser("demo", help="end to end on an embedded default corpus")
     p.add_argument("--out", default="shards/demo")

@@ -39,6 +39,8 @@ class DataConfig:
     """Clip at ±clip after the per-recording channel z-score."""
     seed: int = 0
     """Seed of the epoch plan (shuffles) and of the per-micro-batch masks."""
+    shuffle_block: int = 128
+    """Shards per shuffle block: shards read in order B at a time, windows shuffled within (0: global)."""
     num_workers: int = 4
     """DataLoader worker processes per rank (0: read in the training process)."""
     prefetch: int = 4
@@ -47,6 +49,11 @@ class DataConfig:
     def __post_init__(self) -> None:
         _check(self.channel_budget > 0, "data.channel_budget", f"must be positive, got {self.channel_budget}")
         _check(self.clip > 0, "data.clip", f"must be positive, got {self.clip}")
+        _check(
+            self.shuffle_block >= 0,
+            "data.shuffle_block",
+            f"must be ≥ 0 (0: shuffle every window globally), got {self.shuffle_block}",
+        )
         _check(self.num_workers >= 0, "data.num_workers", f"must be ≥ 0, got {self.num_workers}")
         _check(self.prefetch >= 1, "data.prefetch", f"must be ≥ 1, got {self.prefetch}")
         _check(bool(self.shards), "data.shards", "names no dataset")

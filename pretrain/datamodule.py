@@ -3,10 +3,10 @@
 The cursor is the same integers on every rank, so Lightning keeping only rank 0's data-module state in a
 checkpoint loses nothing. Beside it the checkpoint stores the stream's *fingerprint*: everything that
 decides which windows the cursor points at (datasets, their splits, weights, order and content, the
-channel budget, accumulation, seed, clipping and tokenizer), as OLMo-core's loader stores a dataset
-fingerprint. A resume whose stream differs is refused, saying what changed, unless `--reset-stream` asks
-to continue from the next epoch boundary on purpose. The number of GPUs is not part of it: a resume on
-another world size continues the same epoch exactly.
+channel budget, shuffle block, accumulation, seed, clipping and tokenizer), as OLMo-core's loader
+stores a dataset fingerprint. A resume whose stream differs is refused, saying what changed, unless
+`--reset-stream` asks to continue from the next epoch boundary on purpose. The number of GPUs is not
+part of it: a resume on another world size continues the same epoch exactly.
 """
 
 from __future__ import annotations
@@ -110,6 +110,7 @@ class ShardDataModule(pl.LightningDataModule):
             "channel_budget": self.data.channel_budget,
             "accumulation": self.accumulation,
             "seed": self.data.seed,
+            "shuffle_block": self.data.shuffle_block,
             "clip": self.data.clip,
             "tokens": self.tokens,
         }
@@ -125,6 +126,7 @@ class ShardDataModule(pl.LightningDataModule):
             rank=self.trainer.global_rank,
             world=self.trainer.world_size,
             accumulation=self.accumulation,
+            shuffle_block=self.data.shuffle_block,
             transform=self.transform,
         )
         workers = self.data.num_workers

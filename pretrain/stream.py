@@ -19,8 +19,18 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from eegfm.errors import DataError, EegfmError
+from eegfm.pretrain.config import DataConfig
 from eegfm.pretrain.decode import check_crc, decode_sample, token_member
-from eegfm.pretrain.plan import Assignment, Cursor, epoch_order, micro_batches, rank_assignments
+from eegfm.pretrain.plan import (
+    Assignment,
+    BlockPlan,
+    Cursor,
+    GlobalPlan,
+    TableLayout,
+    epoch_plan,
+    rank_assignments,
+    table_layout,
+)
 from eegfm.pretrain.table import ShardTable, sample_key
 
 BatchTransform = Callable[[dict[str, Any], torch.Generator], dict[str, Any]]
@@ -65,24 +75,29 @@ class ShardStream(IterableDataset):
         rank: int,
         world: int,
         accumulation: int,
+        shuffle_block: int = DataConfig.shuffle_block,
         transform: BatchTransform | None = None,
     ):
         self.table, self.weights, self.seed, self.budget, self.clip = table, list(weights), seed, budget, clip
         self.start, self.rank, self.world, self.accumulation = start, rank, world, accumulation
-        self.transform = transform
-        self._plans: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.shuffle_block, self.transform = shuffle_block, transform
+        self._layout: TableLayout | None = None
+        self._plans: dict[int, GlobalPlan | BlockPlan] = {}
 
-    def plan(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-        """(samples, bounds) of an epoch's micro-batches; the last two epochs are kept."""
+    def plan(self, epoch: int) -> GlobalPlan | BlockPlan:
+        """The epoch's plan (`epoch_plan`); the last two epochs are kept."""
         if epoch not in self._plans:
-            order = epoch_order(self.table, self.weights, self.seed, epoch)
+            if self.shuffle_block and self._layout is None:
+                self._layout = table_layout(self.table, self.budget)
             self._plans = {e: p for e, p in self._plans.items() if e == epoch - 1}
-            self._plans[epoch] = micro_batches(self.table, order, self.budget)
+            self._plans[epoch] = epoch_plan(
+                self.table, self._layout, self.weights, self.seed, epoch, self.budget, self.shuffle_block
+            )
         return self._plans[epoch]
 
     def assignments(self) -> Iterator[Assignment]:
         return rank_assignments(
-            lambda epoch: len(self.plan(epoch)[1]) - 1, self.start, self.rank, self.world, self.accumulation
+            lambda epoch: len(self.plan(epoch)), self.start, self.rank, self.world, self.accumulation
         )
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -97,8 +112,7 @@ class ShardStream(IterableDataset):
                     return
 
     def read(self, assignment: Assignment) -> dict[str, Any]:
-        samples, bounds = self.plan(assignment.epoch)
-        rows = samples[bounds[assignment.index] : bounds[assignment.index + 1]]
+        rows = self.plan(assignment.epoch).batch(assignment.index)
         table = self.table
         urls = [table.shard_urls[i] for i in table.shard[rows]]
         starts = table.offset[rows]

@@ -13,9 +13,18 @@ from torch.utils.data import DataLoader
 
 from eegfm.errors import ConfigError, DataError
 from eegfm.ingest import contract
-from eegfm.pretrain.datamodule import dataset_specs
+from eegfm.pretrain.config import DataConfig
+from eegfm.pretrain.datamodule import ShardDataModule, dataset_specs, fingerprint_changes
 from eegfm.pretrain.decode import decode_sample
-from eegfm.pretrain.plan import Cursor, epoch_order, micro_batches, rank_assignments
+from eegfm.pretrain.plan import (
+    BlockPlan,
+    Cursor,
+    epoch_counts,
+    epoch_order,
+    micro_batches,
+    rank_assignments,
+    table_layout,
+)
 from eegfm.pretrain.stream import ShardStream
 from eegfm.pretrain.table import DatasetSpec, load_table
 
@@ -168,3 +177,84 @@ def test_missing_index_is_a_clear_error(tueg_shards: Path, tmp_path: Path) -> No
     with pytest.raises(ValueError, match="no shard of split 'val'"):
         load_table(specs, "train")
     assert len(load_table(dataset_specs([{"url": str(tueg_shards), "split": "train"}]), "val")) == 95
+
+
+def _batches(plan) -> list[np.ndarray]:
+    return [plan.batch(i) for i in range(len(plan))]
+
+
+def test_block_plan_reads_block_by_block_every_window_once_in_same_shape_micro_batches(table) -> None:
+    layout = table_layout(table, BUDGET)
+    plan = BlockPlan(table, layout, [None], seed=3, epoch=0, budget=BUDGET, block=3)
+    assert plan.n_blocks == -(-len(table.shard_urls) // 3) > 2
+    batches = _batches(plan)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(len(table)))
+    for i, rows in enumerate(batches):
+        (channels,) = set(table.channels[rows].tolist())
+        assert 1 <= len(rows) <= BUDGET // channels
+        # A micro-batch reads only the shards of its own block: three shards, front to back.
+        block_shards = plan.copy_shard[plan.block_copies(plan.block_of(i))]
+        assert set(table.shard[rows].tolist()) <= set(block_shards.tolist())
+    # The plan is a function of (table, weights, seed, epoch, budget, block) alone: another process
+    # (rank, worker) building it from scratch gets the same micro-batches; another epoch, others.
+    again = BlockPlan(table, table_layout(table, BUDGET), [None], seed=3, epoch=0, budget=BUDGET, block=3)
+    assert all(np.array_equal(a, b) for a, b in zip(batches, _batches(again), strict=True))
+    other = BlockPlan(table, layout, [None], seed=3, epoch=1, budget=BUDGET, block=3)
+    assert not all(np.array_equal(a, b) for a, b in zip(batches, _batches(other), strict=False))
+    # Micro-batches mix shards: most draw from more than one of the block's shards.
+    assert np.mean([len(set(table.shard[rows].tolist())) > 1 for rows in batches]) > 0.5
+
+
+def test_block_plan_keeps_each_datasets_weighted_share(tueg_shards: Path, chbmit_shards: Path) -> None:
+    specs = dataset_specs(
+        [{"url": str(tueg_shards), "weight": 1.0}, {"url": str(chbmit_shards), "weight": 1.0}]
+    )
+    table = load_table(specs, "train")
+    plan = BlockPlan(table, table_layout(table, BUDGET), [1.0, 1.0], seed=0, epoch=0, budget=BUDGET, block=2)
+    rows = np.concatenate(_batches(plan))
+    sizes = np.diff(table.dataset_starts)
+    expected = epoch_counts(sizes, [1.0, 1.0])
+    tueg = rows < table.dataset_starts[1]
+    assert [tueg.sum(), (~tueg).sum()] == expected.tolist()  # upsampled CHB-MIT, downsampled TUEG
+    assert len(set(rows[tueg].tolist())) == tueg.sum()  # downsampled: no repeats
+    counts = np.bincount(rows[~tueg] - table.dataset_starts[1])
+    assert counts.max() - counts.min() <= 1  # upsampled: in laps, every window as often as any other
+
+
+@pytest.mark.parametrize("block", [0, 2])
+def test_workers_and_resume_do_not_change_the_stream_with_either_shuffle(table, block: int) -> None:
+    def keys(workers: int, **kwargs) -> list[list[str]]:
+        stream = _stream(table, shuffle_block=block, **kwargs)
+        loader = DataLoader(stream, batch_size=None, num_workers=workers)
+        return [b["keys"] for b in _take(iter(loader), 30)]  # 30 > one epoch: crosses into epoch 1
+
+    whole = keys(0, world=2, rank=1)
+    assert whole == keys(2, world=2, rank=1)
+    after = _take(iter(_stream(table, shuffle_block=block, world=2, rank=1)), 5)[-1]["cursor"]
+    assert keys(0, world=2, rank=1, start=after)[:25] == whole[5:]
+
+
+@pytest.mark.parametrize("block", [0, 2])
+def test_an_elastic_resume_from_two_ranks_to_one_repeats_and_skips_nothing(table, block: int) -> None:
+    two = [iter(_stream(table, shuffle_block=block, world=2, rank=r)) for r in range(2)]
+    seen = [b for _ in range(4) for b in (next(two[0]), next(two[1]))]  # 4 steps on 2 ranks
+    one = iter(_stream(table, shuffle_block=block, start=seen[-1]["cursor"]))
+    rest = []
+    while (batch := next(one))["epoch"] == 0:
+        rest.append(batch)
+    n_batches = len(_stream(table, shuffle_block=block).plan(0))
+    assert sorted(b["index"] for b in seen + rest) == list(range(n_batches))
+    keys = [k for b in seen + rest for k in b["keys"]]
+    assert len(keys) == len(set(keys)) == len(table)
+
+
+def test_the_shuffle_block_is_checked_and_part_of_the_stream_fingerprint(tueg_shards: Path) -> None:
+    with pytest.raises(ConfigError, match=r"data.shuffle_block: must be ≥ 0 \(0: shuffle every window"):
+        DataConfig(shuffle_block=-1)
+
+    def fingerprint(block: int) -> dict:
+        module = ShardDataModule(DataConfig(shards=[str(tueg_shards)], shuffle_block=block), accumulation=1)
+        module.setup("fit")
+        return module.fingerprint()
+
+    assert fingerprint_changes(fingerprint(0), fingerprint(2)) == ["shuffle_block: 0 → 2"]
