@@ -12,29 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
+from ingestrun import shards_command
 
 from eegfm.storage import atomic_write, remove_stale_temporaries
-
-SHARD_MB = "0.25"  # several shards from the real files: a shard is being written most of the time
-
-
-def _cli(root: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "eegfm.cli",
-        "shards",
-        "--dataset",
-        "generic",
-        "--root",
-        str(root),
-        "--out",
-        str(out),
-        "--shard-mb",
-        SHARD_MB,
-        "--no-progress",
-        *extra,
-    ]
 
 
 def _env(tmpdir: Path) -> dict[str, str]:
@@ -76,7 +56,9 @@ def _kill_when(command: list[str], env: dict[str, str], ready, timeout: float = 
 @pytest.fixture(scope="module")
 def uninterrupted(real_edf_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("uninterrupted")
-    subprocess.run(_cli(real_edf_dir, out), check=True, capture_output=True, env=_env(out.parent / "t0"))
+    subprocess.run(
+        shards_command(real_edf_dir, out), check=True, capture_output=True, env=_env(out.parent / "t0")
+    )
     return out
 
 
@@ -89,9 +71,9 @@ def test_rerun_removes_the_shard_temporary_of_a_killed_run(
     def writing_a_shard() -> bool:
         return any(p.stat().st_size > 0 for p in out.glob("*.tar.tmp-*")) if out.exists() else False
 
-    _kill_when(_cli(real_edf_dir, out), env, writing_a_shard)
+    _kill_when(shards_command(real_edf_dir, out), env, writing_a_shard)
     assert any(".tar.tmp-" in d for d in _debris(out)), "the kill did not hit a shard write"
-    subprocess.run(_cli(real_edf_dir, out), check=True, capture_output=True, env=env)
+    subprocess.run(shards_command(real_edf_dir, out), check=True, capture_output=True, env=env)
     assert _debris(out) == []
     assert _outputs(out) == _outputs(uninterrupted)
 
@@ -106,9 +88,11 @@ def test_rerun_removes_the_spools_of_a_killed_workers_run(
     def spooling() -> bool:
         return any(out.glob("_tasks/*.spool/run-*/*.spool")) if out.exists() else False
 
-    _kill_when(_cli(real_edf_dir, out, "--workers", "2"), env, spooling)
+    _kill_when(shards_command(real_edf_dir, out, "--workers", "2"), env, spooling)
     assert any(d.endswith(".spool") for d in _debris(out)), "the kill did not hit a spooling run"
-    subprocess.run(_cli(real_edf_dir, out, "--workers", "2"), check=True, capture_output=True, env=env)
+    subprocess.run(
+        shards_command(real_edf_dir, out, "--workers", "2"), check=True, capture_output=True, env=env
+    )
     assert _debris(out) == []
     assert list(tmp.iterdir()) == []  # nothing spooled to the machine's temporary folder either
     assert _outputs(out) == _outputs(uninterrupted)

@@ -12,33 +12,11 @@ from pathlib import Path
 
 import fsspec
 import pytest
+from ingestrun import shards_command
 from shardcheck import check_contract, read_shard
 
 from eegfm.ingest.recipe import load_recipe
 from eegfm.ingest.run import run_shards
-
-SHARD_MB = "0.25"  # a few samples per shard: many commits to kill between
-
-
-def _shards_cli(
-    root: Path | str, out: Path | str, *extra: str, env: dict[str, str] | None = None
-) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "eegfm.cli",
-        "shards",
-        "--dataset",
-        "generic",
-        "--root",
-        str(root),
-        "--out",
-        str(out),
-        "--shard-mb",
-        SHARD_MB,
-        "--no-progress",
-        *extra,
-    ]
 
 
 def _tree(out: Path) -> dict[str, bytes]:
@@ -53,19 +31,19 @@ def _tree(out: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def uninterrupted(real_edf_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("uninterrupted")
-    subprocess.run(_shards_cli(real_edf_dir, out), check=True, capture_output=True)
+    subprocess.run(shards_command(real_edf_dir, out), check=True, capture_output=True)
     return out
 
 
 def test_same_inputs_same_bytes(real_edf_dir: Path, uninterrupted: Path, tmp_path: Path) -> None:
-    subprocess.run(_shards_cli(real_edf_dir, tmp_path), check=True, capture_output=True)
+    subprocess.run(shards_command(real_edf_dir, tmp_path), check=True, capture_output=True)
     assert _tree(tmp_path) == _tree(uninterrupted)
     check_contract(uninterrupted)
 
 
 def test_rerun_of_a_finished_run_changes_nothing(real_edf_dir: Path, uninterrupted: Path) -> None:
     before = _tree(uninterrupted)
-    subprocess.run(_shards_cli(real_edf_dir, uninterrupted), check=True, capture_output=True)
+    subprocess.run(shards_command(real_edf_dir, uninterrupted), check=True, capture_output=True)
     assert _tree(uninterrupted) == before
 
 
@@ -75,7 +53,7 @@ def test_killed_run_resumes_to_the_same_shards(
     real_edf_dir: Path, uninterrupted: Path, tmp_path: Path, kill_after_commits: int
 ) -> None:
     process = subprocess.Popen(
-        _shards_cli(real_edf_dir, tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        shards_command(real_edf_dir, tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and len(list(tmp_path.glob("*.tar"))) < kill_after_commits:
@@ -85,13 +63,13 @@ def test_killed_run_resumes_to_the_same_shards(
     killed_with = len(list(tmp_path.glob("*.tar")))
     assert killed_with >= kill_after_commits, process.stderr.read().decode()
     assert not (tmp_path / "manifest.json").exists(), "the run finished before it could be killed"
-    subprocess.run(_shards_cli(real_edf_dir, tmp_path), check=True, capture_output=True)
+    subprocess.run(shards_command(real_edf_dir, tmp_path), check=True, capture_output=True)
     assert _tree(tmp_path) == _tree(uninterrupted)
 
 
 def test_a_different_configuration_is_refused(real_edf_dir: Path, uninterrupted: Path) -> None:
     done = subprocess.run(
-        _shards_cli(real_edf_dir, uninterrupted, "preprocess.window_s=5"), capture_output=True, text=True
+        shards_command(real_edf_dir, uninterrupted, "preprocess.window_s=5"), capture_output=True, text=True
     )
     assert done.returncode == 2 and "different configuration" in done.stderr
 
@@ -101,7 +79,7 @@ def test_partitions_merge_to_the_single_task_dataset(
 ) -> None:
     for i in range(3):
         subprocess.run(
-            _shards_cli(real_edf_dir, tmp_path, "--num-tasks", "3", "--task-index", str(i)),
+            shards_command(real_edf_dir, tmp_path, "--num-tasks", "3", "--task-index", str(i)),
             check=True,
             capture_output=True,
         )
@@ -123,7 +101,7 @@ def test_partitions_merge_to_the_single_task_dataset(
 
 def test_merge_refuses_missing_tasks(real_edf_dir: Path, tmp_path: Path) -> None:
     subprocess.run(
-        _shards_cli(real_edf_dir, tmp_path, "--num-tasks", "2", "--task-index", "1"),
+        shards_command(real_edf_dir, tmp_path, "--num-tasks", "2", "--task-index", "1"),
         check=True,
         capture_output=True,
     )
@@ -134,12 +112,14 @@ def test_merge_refuses_missing_tasks(real_edf_dir: Path, tmp_path: Path) -> None
 
 
 def test_workers_do_not_change_the_output(real_edf_dir: Path, uninterrupted: Path, tmp_path: Path) -> None:
-    subprocess.run(_shards_cli(real_edf_dir, tmp_path, "--workers", "2"), check=True, capture_output=True)
+    subprocess.run(shards_command(real_edf_dir, tmp_path, "--workers", "2"), check=True, capture_output=True)
     assert _tree(tmp_path) == _tree(uninterrupted)
 
 
 def test_missing_corpus_names_recipe_root_and_override(tmp_path: Path) -> None:
-    done = subprocess.run(_shards_cli(tmp_path / "nowhere", tmp_path / "out"), capture_output=True, text=True)
+    done = subprocess.run(
+        shards_command(tmp_path / "nowhere", tmp_path / "out"), capture_output=True, text=True
+    )
     assert done.returncode == 2
     assert "recipe 'generic'" in done.stderr and "nowhere" in done.stderr and "ROOT=" in done.stderr
 
@@ -155,7 +135,7 @@ def test_s3_in_and_out_with_a_kill(s3_env, real_edf_dir: Path, uninterrupted: Pa
             fs.put_file(str(path), f"corpus/real-edf/{path.relative_to(real_edf_dir).as_posix()}")
     env = {**os.environ}
     process = subprocess.Popen(
-        _shards_cli("s3://corpus/real-edf", "s3://shards/generic"),
+        shards_command("s3://corpus/real-edf", "s3://shards/generic"),
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -167,7 +147,10 @@ def test_s3_in_and_out_with_a_kill(s3_env, real_edf_dir: Path, uninterrupted: Pa
     process.wait()
     assert not fs.exists("shards/generic/manifest.json")
     subprocess.run(
-        _shards_cli("s3://corpus/real-edf", "s3://shards/generic"), env=env, check=True, capture_output=True
+        shards_command("s3://corpus/real-edf", "s3://shards/generic"),
+        env=env,
+        check=True,
+        capture_output=True,
     )
     fs.get("shards/generic/", str(tmp_path), recursive=True)
     from_s3, local = _tree(tmp_path), _tree(uninterrupted)
@@ -197,7 +180,7 @@ def test_changed_inputs_are_refused_not_mixed(real_eeg_dir: Path, tmp_path: Path
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     (corpus / "a.edf").write_bytes((real_eeg_dir / "emotiv14_128hz_16s.edf").read_bytes())
-    subprocess.run(_shards_cli(corpus, tmp_path / "out"), check=True, capture_output=True)
+    subprocess.run(shards_command(corpus, tmp_path / "out"), check=True, capture_output=True)
     (corpus / "b.edf").write_bytes((real_eeg_dir / "emotiv14_128hz_16s.edf").read_bytes())
-    done = subprocess.run(_shards_cli(corpus, tmp_path / "out"), capture_output=True, text=True)
+    done = subprocess.run(shards_command(corpus, tmp_path / "out"), capture_output=True, text=True)
     assert done.returncode == 2 and "input files of this task changed" in done.stderr
