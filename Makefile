@@ -18,7 +18,7 @@ PYTEST_ARGS ?=
 .PHONY: help setup lock demo shards merge fixtures test test-gpu golden lint format bench-ingest bench-train simulate-stream submit-slurm submit-k8s docker clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml requirements.lock requirements-interop.lock
 	$(PYTHON) -m venv $(VENV)
