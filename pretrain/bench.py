@@ -25,6 +25,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np  # noqa: E402 - after the thread limits
 import torch  # noqa: E402
 
+from eegfm.config import CONFIG_DIR, to_yaml  # noqa: E402
 from eegfm.ingest.fixtures import generate_corpus  # noqa: E402
 from eegfm.ingest.recipe import load_recipe  # noqa: E402
 from eegfm.ingest.run import run_shards  # noqa: E402
@@ -32,6 +33,7 @@ from eegfm.models.mae import MaeConfig, ReveMae  # noqa: E402
 from eegfm.models.reve import SIZES  # noqa: E402
 from eegfm.models.tokenizer import NeuralTokenizer, TokenizerConfig  # noqa: E402
 from eegfm.pretrain.callbacks.throughput import peak_flops  # noqa: E402
+from eegfm.pretrain.config import load_pretrain_config  # noqa: E402
 from eegfm.pretrain.mae import add_masks  # noqa: E402
 from eegfm.pretrain.plan import Cursor  # noqa: E402
 from eegfm.pretrain.stream import ShardStream  # noqa: E402
@@ -159,7 +161,9 @@ def tokenize_rate(shards: Path, size: str) -> float:
     tokenizer = _model("tokenizer", size)
     tokenizer(torch.randn(8, 21, 2000), torch.rand(8, 21, 3) * 0.1)  # k-means initialisation
     hparams = {"tokenizer": asdict(tokenizer.config)}
-    config = {"SaveRunConfig": {"config": "data:\n  clip: 15.0\n"}}
+    # The run config a checkpoint carries (tokenize reads its data.clip); any tokenizer run's will do.
+    run = load_pretrain_config(CONFIG_DIR / "pretrain" / "labram_vqnsp_tiny.yaml", ["data.clip=15.0"])
+    config = {"SaveRunConfig": {"config": to_yaml(run)}}
     state = {f"model.{k}": v for k, v in tokenizer.state_dict().items()}
     torch.save(
         {"hyper_parameters": hparams, "state_dict": state, "callbacks": config}, work / "tokenizer.ckpt"
