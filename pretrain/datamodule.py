@@ -128,6 +128,8 @@ class ShardDataModule(pl.LightningDataModule):
             accumulation=self.accumulation,
             shuffle_block=self.data.shuffle_block,
             transform=self.transform,
+            cache_dir=self.data.cache_dir,
+            cache_limit_gb=self.data.cache_limit_gb,
         )
         workers = self.data.num_workers
         return DataLoader(

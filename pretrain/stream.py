@@ -9,6 +9,8 @@ worker reaches the trainer wrapped in the worker's traceback.
 
 from __future__ import annotations
 
+import zlib
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from typing import Any
@@ -31,6 +33,7 @@ from eegfm.pretrain.plan import (
     rank_assignments,
     table_layout,
 )
+from eegfm.pretrain.shard_cache import ShardCache, is_remote
 from eegfm.pretrain.table import ShardTable, sample_key
 
 BatchTransform = Callable[[dict[str, Any], torch.Generator], dict[str, Any]]
@@ -77,12 +80,25 @@ class ShardStream(IterableDataset):
         accumulation: int,
         shuffle_block: int = DataConfig.shuffle_block,
         transform: BatchTransform | None = None,
+        cache_dir: str = DataConfig.cache_dir,
+        cache_limit_gb: float = DataConfig.cache_limit_gb,
+        cache_lookahead: int = 2,
     ):
         self.table, self.weights, self.seed, self.budget, self.clip = table, list(weights), seed, budget, clip
         self.start, self.rank, self.world, self.accumulation = start, rank, world, accumulation
         self.shuffle_block, self.transform = shuffle_block, transform
         self._layout: TableLayout | None = None
         self._plans: dict[int, GlobalPlan | BlockPlan] = {}
+        self.cache_dir, self.cache_limit_gb, self.cache_lookahead = cache_dir, cache_limit_gb, cache_lookahead
+        self._cache: ShardCache | None = None  # made in the process that reads (after the workers fork)
+        self._remote = bool(table.shard_urls) and is_remote(table.shard_urls[0])
+
+    def cache(self) -> ShardCache | None:
+        """The node's shard cache, for remote shards only (local shards are read in place)."""
+        if self._remote and self._cache is None:
+            limit = int(self.cache_limit_gb * 1e9)
+            self._cache = ShardCache(self.cache_dir, limit, self.table.shard_urls, self.table.shard_bytes)
+        return self._cache
 
     def plan(self, epoch: int) -> GlobalPlan | BlockPlan:
         """The epoch's plan (`epoch_plan`); the last two epochs are kept."""
@@ -103,20 +119,41 @@ class ShardStream(IterableDataset):
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        for k, assignment in enumerate(self.assignments()):
-            if k % workers == worker:
-                try:
-                    yield self.read(assignment)
-                except EegfmError as e:
-                    yield {FAILURE: str(e)}
+        mine = (a for k, a in enumerate(self.assignments()) if k % workers == worker)
+        ahead: deque[Assignment] = deque()
+        while True:
+            try:
+                if not ahead:
+                    ahead.append(next(mine))
+                cache = self.cache()
+                if cache is not None:
+                    # The plan is the future: fetch the shards of this worker's next micro-batches now.
+                    while len(ahead) < 1 + self.cache_lookahead:
+                        ahead.append(next(mine))
+                    upcoming = [self.plan(a.epoch).batch(a.index) for a in ahead]
+                    cache.upcoming = [int(s) for rows in upcoming for s in self.table.shard[rows]]
+                    cache.prefetch(cache.upcoming)
+                assignment = ahead.popleft()
+            except StopIteration:
+                if not ahead:
                     return
+                assignment = ahead.popleft()
+            try:
+                yield self.read(assignment)
+            except EegfmError as e:
+                yield {FAILURE: str(e)}
+                return
 
     def read(self, assignment: Assignment) -> dict[str, Any]:
         rows = self.plan(assignment.epoch).batch(assignment.index)
         table = self.table
         urls = [table.shard_urls[i] for i in table.shard[rows]]
         starts = table.offset[rows]
-        blobs = read_ranges(urls, starts, table.size[rows])
+        cache = self.cache()
+        if cache is None:
+            blobs = read_ranges(urls, starts, table.size[rows])
+        else:
+            blobs = _read_cached(cache, table, rows)
         eeg = torch.empty((len(rows), int(table.channels[rows[0]]), int(table.times[rows[0]])))
         decoded = []
         for row, blob, url, start, out in zip(rows.tolist(), blobs, urls, starts.tolist(), eeg, strict=True):
@@ -152,6 +189,24 @@ class ShardStream(IterableDataset):
 def _sample_location(table: ShardTable, row: int) -> str:
     url = table.shard_urls[table.shard[row]]
     return f"{url} @ byte {table.offset[row]} (sample {sample_key(table, row)})"
+
+
+def _read_cached(cache: ShardCache, table: ShardTable, rows: np.ndarray) -> list[bytes]:
+    """A micro-batch's samples from the node's cached shards. A CRC mismatch there is first blamed on
+    the cached copy: it is fetched again once, and only a mismatch in the fresh copy stops the run (the
+    caller's `check_crc`)."""
+    blobs: list[bytes] = [b""] * len(rows)
+    shards = table.shard[rows]
+    for shard in dict.fromkeys(shards.tolist()):
+        where = np.flatnonzero(shards == shard)
+        picked = rows[where]
+        starts, sizes = table.offset[picked].tolist(), table.size[picked].tolist()
+        got = cache.read(shard, starts, sizes)
+        if any(zlib.crc32(b) != int(c) for b, c in zip(got, table.crc[picked], strict=True)):
+            got = cache.read(shard, starts, sizes, refetch=True)
+        for position, blob in zip(where.tolist(), got, strict=True):
+            blobs[position] = blob
+    return blobs
 
 
 def read_ranges(urls: list[str], starts: np.ndarray, sizes: np.ndarray) -> list[bytes]:
