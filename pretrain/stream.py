@@ -152,13 +152,15 @@ class ShardStream(IterableDataset):
         cache = self.cache()
         if cache is None:
             blobs = read_ranges(urls, starts, table.size[rows])
+            for row, blob in zip(rows.tolist(), blobs, strict=True):
+                check_crc(blob, table.crc[row], partial(_sample_location, table, row))
         else:
-            blobs = _read_cached(cache, table, rows)
+            blobs = _read_cached(cache, table, rows)  # checked there, with one refetch of a bad copy
         eeg = torch.empty((len(rows), int(table.channels[rows[0]]), int(table.times[rows[0]])))
-        decoded = []
-        for row, blob, url, start, out in zip(rows.tolist(), blobs, urls, starts.tolist(), eeg, strict=True):
-            check_crc(blob, table.crc[row], partial(_sample_location, table, row))
-            decoded.append(decode_sample(blob, f"{url} @ byte {start}", self.clip, out))
+        decoded = [
+            decode_sample(blob, f"{url} @ byte {start}", self.clip, out)
+            for blob, url, start, out in zip(blobs, urls, starts.tolist(), eeg, strict=True)
+        ]
         batch = {
             "eeg": eeg,
             "positions": torch.from_numpy(np.stack([d[1] for d in decoded])),
@@ -192,9 +194,9 @@ def _sample_location(table: ShardTable, row: int) -> str:
 
 
 def _read_cached(cache: ShardCache, table: ShardTable, rows: np.ndarray) -> list[bytes]:
-    """A micro-batch's samples from the node's cached shards. A CRC mismatch there is first blamed on
-    the cached copy: it is fetched again once, and only a mismatch in the fresh copy stops the run (the
-    caller's `check_crc`)."""
+    """A micro-batch's samples from the node's cached shards, each checked against its CRC-32 once. A
+    mismatch is first blamed on the cached copy: it is fetched again once, and only a mismatch in the
+    fresh copy stops the run (`check_crc`'s DataError)."""
     blobs: list[bytes] = [b""] * len(rows)
     shards = table.shard[rows]
     for shard in dict.fromkeys(shards.tolist()):
@@ -204,6 +206,8 @@ def _read_cached(cache: ShardCache, table: ShardTable, rows: np.ndarray) -> list
         got = cache.read(shard, starts, sizes)
         if any(zlib.crc32(b) != int(c) for b, c in zip(got, table.crc[picked], strict=True)):
             got = cache.read(shard, starts, sizes, refetch=True)
+            for row, blob in zip(picked.tolist(), got, strict=True):
+                check_crc(blob, table.crc[row], partial(_sample_location, table, row))
         for position, blob in zip(where.tolist(), got, strict=True):
             blobs[position] = blob
     return blobs
