@@ -22,9 +22,10 @@ from torch.utils.data import DataLoader
 
 from eegfm.errors import ConfigError, DataError
 from eegfm.pretrain.config import DataConfig
+from eegfm.pretrain.node_table import load_table_on_node
 from eegfm.pretrain.plan import Cursor
 from eegfm.pretrain.stream import BatchTransform, ShardStream, raise_if_failed
-from eegfm.pretrain.table import DatasetSpec, ShardTable, check_shard_sizes, load_table
+from eegfm.pretrain.table import DatasetSpec, ShardTable, check_shard_sizes
 
 STREAM_FORMAT = "eegfm-stream/1"
 
@@ -98,7 +99,7 @@ class ShardDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str) -> None:
         if self.table is None:
-            self.table = load_table(self.specs, self.data.split, tokens=self.tokens)
+            self.table = load_table_on_node(self.specs, self.data.split, self.tokens, self.data.cache_dir)
             check_shard_sizes(self.table)
 
     def fingerprint(self) -> dict[str, Any]:

@@ -1,13 +1,21 @@
 """A node-local cache of whole remote shards: one object-store request per shard per node, not one per window.
 
 Every rank and loader worker of a node shares one folder (`data.cache_dir`). The first process that needs
-a shard takes the shard's `flock` lock, fetches the whole object with ONE ranged GET (the index knows its
-size, so no HEAD is needed) into a temporary file, checks the size against the index and renames it into
-place; the others wait on the lock and then read the file. Samples are then read from the local file by
-byte range. Readers keep the file open, so an eviction by another process (an unlink) never cuts a read
-short. When adding a shard would pass `data.cache_limit_gb`, the cached shards this process needs
-furthest ahead (or not at all) are evicted first, skipping any whose lock another process holds.
-Local POSIX shards never come here: they are read in place.
+a shard takes the shard's `flock` lock and streams the whole object to a temporary file in ranged GETs of
+`FETCH_CHUNK` bytes (the index knows its size, so no HEAD is needed, and memory stays bounded by one
+chunk), checks the size against the index and renames it into place; the others wait on the lock and then
+read the file. Samples are then read from the local file by byte range. Readers keep the file open, so
+an eviction by another process (an unlink) never cuts a read short.
+
+The stream tells the cache the node's future (`plan_ahead`): the shards of the block being read, then
+those of the next block, the same on every process of the node because the plan is. Under
+`data.cache_limit_gb`, a shard about to be fetched makes room by evicting the shards needed furthest
+ahead (never-needed first, the fetched shard itself and locked shards never). A prefetch may evict only
+shards needed later than itself, so it never pushes out what the node reads now; without room, it waits
+for the read that needs the shard. A fetch in flight reserves its size (in its temporary file's name), so
+fetches of one node run in parallel and still respect the limit. Temporaries of a killed process are
+removed by the next process that finds their shard's lock free. Local POSIX shards never come here: they
+are read in place.
 """
 
 from __future__ import annotations
@@ -16,9 +24,9 @@ import fcntl
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 
 import fsspec
@@ -27,6 +35,9 @@ from fsspec.implementations.local import LocalFileSystem
 from eegfm.errors import ConfigError, DataError
 
 SUFFIX = ".shard"
+FETCH = ".fetch-"  # <shard name>.fetch-<reserved bytes>-<random>: a fetch in flight
+FETCH_CHUNK = 64 << 20  # bytes per ranged GET: four GETs for a 256-MB shard, and at most this in memory
+NEVER = 1 << 62  # the `plan_ahead` position of a shard the node does not need soon
 
 
 def default_cache_dir() -> str:
@@ -41,12 +52,33 @@ def is_remote(url: str) -> bool:
     return not isinstance(fs, LocalFileSystem)
 
 
+@contextmanager
+def file_lock(path: Path, blocking: bool = True) -> Iterator[bool]:
+    """An exclusive `flock` on `path` for the block; yields False (without waiting) when `blocking` is off
+    and another process holds it."""
+    with open(path, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 class ShardCache:
-    """The node's cache, seen from one process. `upcoming` (set by the stream: shard ids in plan order)
-    tells eviction which shards are needed soonest."""
+    """The node's cache, seen from one process. Shard ids index `urls` and `sizes` (the stream puts token
+    shards after the data shards)."""
 
     def __init__(
-        self, directory: str, limit_bytes: int, urls: Sequence[str], sizes: Sequence[int], prefetch: int = 2
+        self,
+        directory: str,
+        limit_bytes: int,
+        urls: Sequence[str],
+        sizes: Sequence[int],
+        prefetch_threads: int = 2,
     ):
         self.directory = Path(directory or default_cache_dir())
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -59,22 +91,33 @@ class ShardCache:
             )
         self.names = [hashlib.sha256(u.encode()).hexdigest()[:32] + SUFFIX for u in self.urls]
         self.shard_of_name = {name: i for i, name in enumerate(self.names)}
-        self.upcoming: list[int] = []
+        self.position: dict[int, int] = {}  # shard → how soon the node needs it (0: now); see plan_ahead
         self.fetches = 0  # whole-shard fetches this process made (for tests and logs)
-        self._pool = ThreadPoolExecutor(max_workers=prefetch) if prefetch else None
-        self._pending: dict[int, object] = {}
+        self._pool = ThreadPoolExecutor(max_workers=prefetch_threads) if prefetch_threads else None
+        self._pending: dict[int, Future] = {}
+        self.remove_stale_fetches()
 
     def path(self, shard: int) -> Path:
         return self.directory / self.names[shard]
 
-    @contextmanager
-    def _locked(self, shard: int) -> Iterator[None]:
-        with open(self.directory / (self.names[shard] + ".lock"), "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+    def _lock_path(self, name: str) -> Path:
+        return self.directory / (name + ".lock")
+
+    def plan_ahead(self, groups: Sequence[Sequence[int]]) -> None:
+        """The node's future: `groups[0]` the shards needed now, `groups[1]` next, … (eviction order)."""
+        position: dict[int, int] = {}
+        for rank, shards in enumerate(groups):
+            for shard in shards:
+                position.setdefault(int(shard), rank)
+        self.position = position
+
+    def remove_stale_fetches(self) -> None:
+        """Delete temporaries whose shard nobody is fetching (a killed process's): their lock is free."""
+        for temporary in self.directory.glob("*" + SUFFIX + FETCH + "*"):
+            name = temporary.name.split(FETCH, 1)[0]
+            with file_lock(self._lock_path(name), blocking=False) as free:
+                if free:
+                    temporary.unlink(missing_ok=True)
 
     def _valid(self, shard: int) -> bool:
         try:
@@ -82,97 +125,103 @@ class ShardCache:
         except FileNotFoundError:
             return False
 
-    def ensure(self, shard: int, refetch: bool = False) -> None:
+    def ensure(self, shard: int, refetch: bool = False, ahead: bool = False) -> bool:
         """The shard whole in the cache, fetched once per node; `refetch` replaces a cached copy found
-        corrupt."""
-        with self._locked(shard):
+        corrupt; `ahead` (a prefetch) gives up, returning False, when it would evict what is needed
+        sooner."""
+        with file_lock(self._lock_path(self.names[shard])):
             if refetch:
                 self.path(shard).unlink(missing_ok=True)
             if self._valid(shard):
-                return
-            with self._room():
-                self._fetch_checked(shard)
+                return True
+            for attempt in range(2):
+                temporary = self._reserve(shard, ahead)
+                if temporary is None:
+                    return False
+                got = self._fetch(shard, temporary)
+                if got == self.sizes[shard]:
+                    os.replace(temporary, self.path(shard))
+                    return True
+                temporary.unlink(missing_ok=True)
+                if attempt:
+                    raise DataError(
+                        f"{self.urls[shard]}: fetched {got} bytes, its index says {self.sizes[shard]}: the "
+                        "shard changed since it was indexed; restore or re-ingest it"
+                    )
+        raise AssertionError("unreachable")
 
-    @contextmanager
-    def _room(self) -> Iterator[None]:
-        """Under a limit, one fetch at a time per node, so that two fetchers cannot both count the same
-        free space; without a limit, fetches run in parallel."""
-        if not self.limit_bytes:
-            yield
-            return
-        with open(self.directory / ".room.lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+    def _reserve(self, shard: int, ahead: bool) -> Path | None:
+        """Make room for the shard (under a limit: evicting, under the node's room lock) and create its
+        temporary, whose name reserves its size until it is renamed into place or removed."""
+        size = self.sizes[shard]
+        with file_lock(self.directory / ".room.lock") if self.limit_bytes else nullcontext():
+            if self.limit_bytes and not self._make_room(size, shard, ahead):
+                return None
+            handle, name = tempfile.mkstemp(dir=self.directory, prefix=f"{self.names[shard]}{FETCH}{size}-")
+            os.close(handle)
+        return Path(name)
 
-    def _fetch_checked(self, shard: int) -> None:
-        """Fetch, verify the size against the index, fetch once more on a mismatch, then give up."""
-        self._make_room(self.sizes[shard], shard)
-        for attempt in range(2):
-            got = self._fetch(shard)
-            if got == self.sizes[shard]:
-                return
-            if attempt:
-                self.path(shard).unlink(missing_ok=True)
-                raise DataError(
-                    f"{self.urls[shard]}: fetched {got} bytes, its index says {self.sizes[shard]}: the "
-                    "shard changed since it was indexed; restore or re-ingest it"
-                )
-
-    def _fetch(self, shard: int) -> int:
+    def _fetch(self, shard: int, temporary: Path) -> int:
+        """Stream the shard into `temporary` in ranged GETs; the last asks for one byte more than the index
+        says, so a longer object shows. Returns the bytes received."""
         url, size = self.urls[shard], self.sizes[shard]
         fs, remote = fsspec.core.url_to_fs(url)
+        got = 0
         try:
-            # One ranged GET of the whole object (a range needs no HEAD); one byte more shows a longer object.
-            blob = fs.cat_file(remote, start=0, end=size + 1)
+            with open(temporary, "wb") as out:
+                for start in range(0, max(size, 1), FETCH_CHUNK):
+                    end = size + 1 if start + FETCH_CHUNK >= size else start + FETCH_CHUNK
+                    blob = fs.cat_file(remote, start=start, end=end)
+                    out.write(blob)
+                    got += len(blob)
+                    if len(blob) < end - start:
+                        break
         except Exception as e:  # any storage failure is the shard's, named
+            temporary.unlink(missing_ok=True)
             raise DataError(f"{url}: cannot fetch the shard into the cache ({e})") from e
         self.fetches += 1
-        handle, temporary = tempfile.mkstemp(dir=self.directory, prefix=".fetch-")
-        with os.fdopen(handle, "wb") as out:
-            out.write(blob)
-        os.replace(temporary, self.path(shard))
-        return len(blob)
+        return got
 
-    def _make_room(self, needed: int, fetching: int) -> None:
-        """Evict cached shards, needed furthest ahead first, until `needed` more bytes fit the limit."""
-        if not self.limit_bytes:
-            return
-        cached = {p.name: p.stat().st_size for p in self.directory.glob("*" + SUFFIX) if p.exists()}
-        total = sum(cached.values())
+    def _held(self) -> tuple[dict[str, int], int]:
+        """Cached shards by name with their sizes, and the bytes reserved by fetches in flight."""
+        cached, reserved = {}, 0
+        for entry in os.scandir(self.directory):
+            if entry.name.endswith(SUFFIX):
+                with suppress(FileNotFoundError):
+                    cached[entry.name] = entry.stat().st_size
+            elif FETCH in entry.name:
+                with suppress(ValueError):
+                    reserved += int(entry.name.split(FETCH, 1)[1].split("-", 1)[0])
+        return cached, reserved
+
+    def _make_room(self, needed: int, fetching: int, ahead: bool) -> bool:
+        """Evict cached shards, needed furthest ahead first, until `needed` more bytes fit the limit; a
+        prefetch (`ahead`) evicts only shards needed later than the one it fetches."""
+        cached, reserved = self._held()
+        total = sum(cached.values()) + reserved
         if total + needed <= self.limit_bytes:
-            return
-        soon = {}
-        for position, shard in enumerate(self.upcoming):
-            soon.setdefault(shard, position)
-        never = len(self.upcoming)
-        order = sorted(
-            (n for n in cached if self.shard_of_name.get(n) != fetching),
-            key=lambda n: -soon.get(self.shard_of_name.get(n, -1), never),
-        )
-        for name in order:
+            return True
+        mine = self.position.get(fetching, NEVER)
+
+        def when(name: str) -> int:
+            shard = self.shard_of_name.get(name)
+            return NEVER if shard is None else self.position.get(shard, NEVER)
+
+        candidates = [n for n in cached if self.shard_of_name.get(n) != fetching]
+        if ahead:
+            candidates = [n for n in candidates if when(n) > mine]
+        for name in sorted(candidates, key=when, reverse=True):
             if total + needed <= self.limit_bytes:
-                return
-            if self._evict(name):
-                total -= cached[name]
+                break
+            with file_lock(self._lock_path(name), blocking=False) as free:
+                if free:  # another process holds it while fetching or checking it: leave it
+                    (self.directory / name).unlink(missing_ok=True)
+                    total -= cached[name]
+        return total + needed <= self.limit_bytes or not ahead
 
-    def _evict(self, name: str) -> bool:
-        """Remove one cached shard unless another process holds its lock (fetching or checking it)."""
-        with open(self.directory / (name + ".lock"), "a") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return False
-            try:
-                (self.directory / name).unlink(missing_ok=True)
-                return True
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-
-    def prefetch(self, shards: Iterable[int]) -> None:
-        """Fetch shards ahead of use in the background (bounded by the pool); failures surface at read."""
+    def prefetch(self, shards: Sequence[int]) -> None:
+        """Fetch shards ahead of use in the background, in the given order (bounded by the pool);
+        failures surface at read."""
         if self._pool is None:
             return
         self._pending = {s: f for s, f in self._pending.items() if not f.done()}
@@ -182,7 +231,7 @@ class ShardCache:
 
     def _quiet_ensure(self, shard: int) -> None:
         with suppress(Exception):  # the read that needs the shard raises it, in plan order
-            self.ensure(shard)
+            self.ensure(shard, ahead=True)
 
     def read(
         self, shard: int, starts: Sequence[int], sizes: Sequence[int], refetch: bool = False

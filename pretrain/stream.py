@@ -91,14 +91,28 @@ class ShardStream(IterableDataset):
         self._plans: dict[int, GlobalPlan | BlockPlan] = {}
         self.cache_dir, self.cache_limit_gb, self.cache_lookahead = cache_dir, cache_limit_gb, cache_lookahead
         self._cache: ShardCache | None = None  # made in the process that reads (after the workers fork)
+        self._looked_at: tuple[int, int] | None = None  # (epoch, block) whose future the cache was told
         self._remote = bool(table.shard_urls) and is_remote(table.shard_urls[0])
 
     def cache(self) -> ShardCache | None:
-        """The node's shard cache, for remote shards only (local shards are read in place)."""
+        """The node's shard cache, for remote shards only (local shards are read in place). Token shards
+        share it: token shard of shard s is cache id `len(shard_urls) + s`."""
         if self._remote and self._cache is None:
+            table = self.table
+            urls, sizes = list(table.shard_urls), list(table.shard_bytes)
+            if table.token_urls is not None:
+                urls += table.token_urls
+                sizes += table.token_bytes or []
             limit = int(self.cache_limit_gb * 1e9)
-            self._cache = ShardCache(self.cache_dir, limit, self.table.shard_urls, self.table.shard_bytes)
+            self._cache = ShardCache(self.cache_dir, limit, urls, sizes)
         return self._cache
+
+    def _cache_ids(self, shards: np.ndarray) -> list[int]:
+        """The cache ids a set of shards' windows are read from: their shards, and their token shards."""
+        ids = [int(s) for s in dict.fromkeys(shards.tolist())]
+        if self.table.token_urls is not None:
+            ids += [len(self.table.shard_urls) + s for s in ids]
+        return ids
 
     def plan(self, epoch: int) -> GlobalPlan | BlockPlan:
         """The epoch's plan (`epoch_plan`); the last two epochs are kept."""
@@ -121,18 +135,15 @@ class ShardStream(IterableDataset):
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         mine = (a for k, a in enumerate(self.assignments()) if k % workers == worker)
         ahead: deque[Assignment] = deque()
+        slot = self.rank * workers + worker  # spreads the node's prefetches over different shards
         while True:
             try:
                 if not ahead:
                     ahead.append(next(mine))
-                cache = self.cache()
-                if cache is not None:
-                    # The plan is the future: fetch the shards of this worker's next micro-batches now.
+                if self.cache() is not None:
                     while len(ahead) < 1 + self.cache_lookahead:
                         ahead.append(next(mine))
-                    upcoming = [self.plan(a.epoch).batch(a.index) for a in ahead]
-                    cache.upcoming = [int(s) for rows in upcoming for s in self.table.shard[rows]]
-                    cache.prefetch(cache.upcoming)
+                    self._look_ahead(ahead, slot)
                 assignment = ahead.popleft()
             except StopIteration:
                 if not ahead:
@@ -143,6 +154,37 @@ class ShardStream(IterableDataset):
             except EegfmError as e:
                 yield {FAILURE: str(e)}
                 return
+
+    def _look_ahead(self, ahead: deque[Assignment], slot: int) -> None:
+        """Tell the cache the node's future and fetch the next shards before they are read.
+
+        With blocks, the future is the current block's shards, then the next block's — the same on every
+        process of the node, since every rank reads from every shard of a block — and the next block is
+        prefetched while this one is read, each process starting at a different shard. Without blocks
+        (a global shuffle) it is the shards of this worker's next micro-batches."""
+        cache = self.cache()
+        assert cache is not None
+        plan = self.plan(ahead[0].epoch)
+        if isinstance(plan, BlockPlan):
+            block = plan.block_of(ahead[0].index)
+            key = (ahead[0].epoch, block)
+            if key == self._looked_at:
+                return
+            self._looked_at = key
+            groups = [
+                self._cache_ids(plan.copy_shard[plan.block_copies(k)])
+                for k in range(block, min(block + 2, plan.n_blocks))
+            ]
+            cache.plan_ahead(groups)
+            order = []
+            for group in groups:  # the block being read first, then the next
+                turn = (slot * 37) % len(group)
+                order += group[turn:] + group[:turn]
+            cache.prefetch(order)
+            return
+        groups = [self._cache_ids(self.table.shard[self.plan(a.epoch).batch(a.index)]) for a in ahead]
+        cache.plan_ahead(groups)
+        cache.prefetch([s for group in groups for s in group])
 
     def read(self, assignment: Assignment) -> dict[str, Any]:
         rows = self.plan(assignment.epoch).batch(assignment.index)
@@ -155,7 +197,8 @@ class ShardStream(IterableDataset):
             for row, blob in zip(rows.tolist(), blobs, strict=True):
                 check_crc(blob, table.crc[row], partial(_sample_location, table, row))
         else:
-            blobs = _read_cached(cache, table, rows)  # checked there, with one refetch of a bad copy
+            where = partial(_sample_location_in, table, rows)
+            blobs = _read_cached(cache, table.shard[rows], starts, table.size[rows], table.crc[rows], where)
         eeg = torch.empty((len(rows), int(table.channels[rows[0]]), int(table.times[rows[0]])))
         decoded = [
             decode_sample(blob, f"{url} @ byte {start}", self.clip, out)
@@ -172,20 +215,35 @@ class ShardStream(IterableDataset):
             "step_end": assignment.step_end,
         }
         if table.token_urls is not None:
-            token_urls = [table.token_urls[i] for i in table.shard[rows]]
-            token_starts = table.token_offset[rows]
-            blobs = read_ranges(token_urls, token_starts, table.token_size[rows])
-            codes = []
-            for blob, url, start, crc in zip(
-                blobs, token_urls, token_starts.tolist(), table.token_crc[rows], strict=True
-            ):
-                where = f"{url} @ byte {start}"
-                check_crc(blob, crc, partial(str, where))
-                codes.append(token_member(blob, where))
-            batch["codes"] = torch.stack(codes).long()
+            batch["codes"] = self._read_codes(rows, cache)
         if self.transform is not None:
             batch = self.transform(batch, batch_generator(self.seed, assignment.epoch, assignment.index))
         return batch
+
+    def _read_codes(self, rows: np.ndarray, cache: ShardCache | None) -> torch.Tensor:
+        """The micro-batch's code ids from the token shards (`eegfm tokenize`), checked like samples."""
+        table = self.table
+        assert table.token_urls is not None and table.token_offset is not None
+        assert table.token_size is not None and table.token_crc is not None
+        starts, sizes, crcs = table.token_offset[rows], table.token_size[rows], table.token_crc[rows]
+        location = partial(_token_location_in, table, rows)
+        if cache is None:
+            blobs = read_ranges([table.token_urls[i] for i in table.shard[rows]], starts, sizes)
+            for position, blob in enumerate(blobs):
+                check_crc(blob, crcs[position], partial(location, position))
+        else:
+            ids = table.shard[rows].astype(np.int64) + len(table.shard_urls)
+            blobs = _read_cached(cache, ids, starts, sizes, crcs, location)
+        return torch.stack([token_member(blob, location(i)) for i, blob in enumerate(blobs)]).long()
+
+
+def _token_location_in(table: ShardTable, rows: np.ndarray, position: int) -> str:
+    row = int(rows[position])
+    return f"{table.token_urls[table.shard[row]]} @ byte {table.token_offset[row]}"  # type: ignore[index]
+
+
+def _sample_location_in(table: ShardTable, rows: np.ndarray, position: int) -> str:
+    return _sample_location(table, int(rows[position]))
 
 
 def _sample_location(table: ShardTable, row: int) -> str:
@@ -193,21 +251,27 @@ def _sample_location(table: ShardTable, row: int) -> str:
     return f"{url} @ byte {table.offset[row]} (sample {sample_key(table, row)})"
 
 
-def _read_cached(cache: ShardCache, table: ShardTable, rows: np.ndarray) -> list[bytes]:
-    """A micro-batch's samples from the node's cached shards, each checked against its CRC-32 once. A
-    mismatch is first blamed on the cached copy: it is fetched again once, and only a mismatch in the
-    fresh copy stops the run (`check_crc`'s DataError)."""
-    blobs: list[bytes] = [b""] * len(rows)
-    shards = table.shard[rows]
-    for shard in dict.fromkeys(shards.tolist()):
-        where = np.flatnonzero(shards == shard)
-        picked = rows[where]
-        starts, sizes = table.offset[picked].tolist(), table.size[picked].tolist()
-        got = cache.read(shard, starts, sizes)
-        if any(zlib.crc32(b) != int(c) for b, c in zip(got, table.crc[picked], strict=True)):
-            got = cache.read(shard, starts, sizes, refetch=True)
-            for row, blob in zip(picked.tolist(), got, strict=True):
-                check_crc(blob, table.crc[row], partial(_sample_location, table, row))
+def _read_cached(
+    cache: ShardCache,
+    ids: np.ndarray,
+    starts: np.ndarray,
+    sizes: np.ndarray,
+    crcs: np.ndarray,
+    location: Callable[[int], str],
+) -> list[bytes]:
+    """A micro-batch's members (sample i: cache id `ids[i]`, bytes [starts[i], starts[i] + sizes[i])) from
+    the node's cached shards, each checked against its CRC-32 once. A mismatch is first blamed on the
+    cached copy: it is fetched again once, and only a mismatch in the fresh copy stops the run
+    (`check_crc`'s DataError, naming `location(i)`)."""
+    blobs: list[bytes] = [b""] * len(ids)
+    for shard in dict.fromkeys(ids.tolist()):
+        where = np.flatnonzero(ids == shard)
+        picked_starts, picked_sizes = starts[where].tolist(), sizes[where].tolist()
+        got = cache.read(shard, picked_starts, picked_sizes)
+        if any(zlib.crc32(b) != int(c) for b, c in zip(got, crcs[where], strict=True)):
+            got = cache.read(shard, picked_starts, picked_sizes, refetch=True)
+            for position, blob in zip(where.tolist(), got, strict=True):
+                check_crc(blob, crcs[position], partial(location, position))
         for position, blob in zip(where.tolist(), got, strict=True):
             blobs[position] = blob
     return blobs

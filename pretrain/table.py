@@ -49,6 +49,7 @@ class ShardTable:
     dataset_identity: list[dict] = field(default_factory=list)
     # Precomputed code ids (`eegfm tokenize`): the token shard beside each shard, and each window's range.
     token_urls: list[str] | None = None
+    token_bytes: list[int] | None = None  # each token shard's size, as its index records it
     token_offset: np.ndarray | None = None
     token_size: np.ndarray | None = None
     token_crc: np.ndarray | None = None
@@ -73,14 +74,16 @@ def _read_indexes(urls: list[str], what: str) -> list[dict]:
     """Index files, fetched concurrently (object storage); a missing one is named with `what` to do."""
     fs, _ = fsspec.core.url_to_fs(urls[0])
     paths = [fsspec.core.url_to_fs(u)[1] for u in urls]
-    try:
-        blobs = fs.cat(paths, on_error="raise")
-    except FileNotFoundError as e:
-        raise DataError(f"{e}: {what}") from None
+    # Whole files as open ranges `bytes=0-`: one GET each (`cat` first asks each object's size, a HEAD).
+    blobs = fs.cat_ranges(paths, [0] * len(paths), [None] * len(paths), on_error="return")
     indexes = []
-    for url, path in zip(urls, paths, strict=True):
+    for url, blob in zip(urls, blobs, strict=True):
+        if isinstance(blob, FileNotFoundError):
+            raise DataError(f"{url}: {what}")
+        if isinstance(blob, Exception):
+            raise blob
         try:
-            index = json.loads(blobs[path])
+            index = json.loads(blob)
         except ValueError:
             raise DataError(f"{url}: not a JSON shard index (corrupt?): {what}") from None
         if index.get("format") != contract.INDEX_FORMAT:
@@ -111,6 +114,7 @@ def load_table(specs: Sequence[DatasetSpec], split: str, tokens: str | None = No
     parts: list[np.ndarray] = []
     shard_ids: list[np.ndarray] = []
     token_urls: list[str] = []
+    token_bytes: list[int] = []
     token_parts: list[np.ndarray] = []
     starts = [0]
     identity = []
@@ -163,6 +167,7 @@ def load_table(specs: Sequence[DatasetSpec], split: str, tokens: str | None = No
                     raise DataError(f"{join_url(folder, name)}: its windows are not its shard's")
                 token_parts.append(_columns(index, join_url(folder, name), TOKEN_COLUMNS))
                 token_urls.append(join_url(folder, name))
+                token_bytes.append(int(index["bytes"]))
         starts.append(starts[-1] + sum(s["samples"] for s in shards))
     columns = np.concatenate(parts)
     table = ShardTable(
@@ -179,7 +184,7 @@ def load_table(specs: Sequence[DatasetSpec], split: str, tokens: str | None = No
     )
     if tokens:
         token_columns = np.concatenate(token_parts)
-        table.token_urls = token_urls
+        table.token_urls, table.token_bytes = token_urls, token_bytes
         table.token_offset, table.token_size = token_columns[:, 0].copy(), token_columns[:, 1].copy()
         table.token_crc = token_columns[:, 2].astype(np.uint32)
     return table

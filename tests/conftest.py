@@ -113,6 +113,23 @@ def tueg_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tueg_on_s3(s3_server: S3Server, tueg_shards: Path) -> str:
+    """`tueg_shards` uploaded once to the session's S3 server: `s3://data/tueg`."""
+    import s3fs
+
+    env = s3_server.env()
+    fs = s3fs.S3FileSystem(
+        key=env["AWS_ACCESS_KEY_ID"],
+        secret=env["AWS_SECRET_ACCESS_KEY"],
+        client_kwargs={"endpoint_url": s3_server.endpoint},
+        skip_instance_cache=True,
+    )
+    fs.mkdir("data")
+    fs.put(str(tueg_shards), "data/tueg", recursive=True)
+    return "s3://data/tueg"
+
+
+@pytest.fixture(scope="session")
 def chbmit_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A CHB-MIT-like corpus (bipolar double-banana montage): a second dataset to mix with TUEG."""
     base = tmp_path_factory.mktemp("chbmit")

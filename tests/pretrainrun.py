@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import fsspec
@@ -118,15 +119,23 @@ def fixed_batches(shards: Path, seed: int, transform: object = None, count: int 
 
 
 def assert_killed_run_resumes_exactly(
-    command: list[str], env: dict[str, str], run_url: str, kill_at: int, last: int, keys: Path, whole: Path
+    command: list[str],
+    env: dict[str, str],
+    run_url: str,
+    kill_at: int,
+    last: int,
+    keys: Path,
+    whole: Path,
+    between: Callable[[], None] = lambda: None,
 ) -> None:
     """SIGKILL the run `command` starts (run directory `run_url`, sample keys under `keys`) once its
-    step-`kill_at` checkpoint exists, resume it with --resume auto, and check it ends as the uninterrupted
-    run in `whole` (its `run/` and `keys/`) did: the same windows per step, the same curve to the bit, and
-    the final checkpoint of step `last`."""
+    step-`kill_at` checkpoint exists, call `between`, resume it with --resume auto, and check it ends as
+    the uninterrupted run in `whole` (its `run/` and `keys/`) did: the same windows per step, the same
+    curve to the bit, and the final checkpoint of step `last`."""
     fs, folder = fsspec.core.url_to_fs(run_url)[0], f"{run_url}/checkpoints"
     kill_once_saved(command, env, f"{folder}/step={kill_at:08d}.ckpt")
     assert not fs.exists(f"{folder}/step={last:08d}.ckpt"), "the run finished before the kill"
+    between()
     run(with_resume(command), env=env)
     assert keys_by_step(keys) == keys_by_step(whole / "keys")
     assert losses(f"{run_url}/metrics.csv") == losses(str(whole / "run" / "metrics.csv"))  # to the bit

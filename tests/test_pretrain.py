@@ -4,6 +4,7 @@ processes and 2 nodes, resuming on another world size, learning, export."""
 from __future__ import annotations
 
 import csv
+import json
 import signal
 import subprocess
 import sys
@@ -27,6 +28,8 @@ from pretrainrun import (
 )
 
 CONFIG = str(REPO / "configs" / "pretrain" / "reve_tiny.yaml")
+CLI = [sys.executable, "-m", "eegfm.cli"]
+SHARDS = 15  # of the `tueg_shards` corpus's train split
 
 
 def _pretrain(
@@ -89,20 +92,41 @@ def test_a_checkpoint_holds_everything_a_resume_needs(uninterrupted: Path) -> No
 @pytest.mark.slow
 @pytest.mark.s3
 def test_killed_run_on_s3_resumes_exactly(
-    s3_env, tueg_shards: Path, uninterrupted: Path, tmp_path: Path
+    s3_env, tueg_on_s3: str, uninterrupted: Path, tmp_path: Path
 ) -> None:
+    """Shards and checkpoints on S3, shards read through the node cache: killed at step 10, two cached
+    shards damaged on disk (one truncated, one with a sample zeroed), resumed: the same windows and the
+    same curve to the bit as the uninterrupted run from local shards, and the only shard GETs of the
+    resume are the two re-fetches (plus one manifest read, the table coming from the node cache, and one
+    listing that checks the shards' sizes)."""
     fsspec.filesystem("s3").mkdir("runs")
-    command = _pretrain(
-        tueg_shards,
+    cache = tmp_path / "cache"
+    command = pretrain_command(
+        CONFIG,
+        tueg_on_s3,
         "s3://runs/tiny",
         tmp_path / "keys",
         "trainer.max_steps=40",
         "checkpoint.every_n_steps=10",
+        f"data.cache_dir={cache}",
     )
     env = {**ENV, **s3_env.env()}
+    counts = {}
+
+    def damage_two_cached_shards() -> None:
+        cached = sorted(cache.glob("*.shard"))
+        assert len(cached) == 15, cached  # the whole (one-block) corpus, fetched in the first steps
+        cached[0].write_bytes(cached[0].read_bytes()[:-1000])
+        data = bytearray(cached[1].read_bytes())
+        data[len(data) // 2 : len(data) // 2 + 64] = bytes(64)  # same size: only a CRC-32 sees it
+        cached[1].write_bytes(bytes(data))
+        counts["before"] = s3_env.request_counts("data")
+
     assert_killed_run_resumes_exactly(
-        command, env, "s3://runs/tiny", 10, 40, tmp_path / "keys", uninterrupted
+        command, env, "s3://runs/tiny", 10, 40, tmp_path / "keys", uninterrupted, damage_two_cached_shards
     )
+    resumed = s3_env.wait_for_requests(counts["before"], {"GET": 3, "LIST": 1}, bucket="data")
+    assert resumed == {"GET": 3, "LIST": 1}, resumed
 
 
 def test_a_run_with_checkpoints_needs_resume(tueg_shards: Path, uninterrupted: Path, tmp_path: Path) -> None:
@@ -139,32 +163,54 @@ def test_sigterm_saves_at_the_step_boundary_and_resumes(
 
 
 @pytest.fixture(scope="module")
-def ddp_run(tueg_shards: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two processes (DDP, gloo) for 4 steps."""
+def ddp_run(s3_server, tueg_on_s3: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two processes (DDP, gloo) of one node for 4 steps, streaming the shards from S3 through one node
+    cache; the S3 requests the job made are left in `requests.json`."""
     base = tmp_path_factory.mktemp("ddp")
+    before = s3_server.request_counts("data")
     run(
-        _pretrain(
-            tueg_shards,
+        pretrain_command(
+            CONFIG,
+            tueg_on_s3,
             str(base / "run"),
             base / "keys",
             "trainer.max_steps=4",
             "trainer.devices=2",
             "checkpoint.every_n_steps=4",
-        )
+            f"data.cache_dir={base / 'cache'}",
+        ),
+        env={**ENV, **s3_server.env()},
     )
+    counted = s3_server.wait_for_requests(before, {"GET": SHARDS * 2 + 4, "LIST": 2}, bucket="data")
+    (base / "requests.json").write_text(json.dumps(counted))
     return base
 
 
 @pytest.mark.slow
-def test_ddp_ranks_split_each_step_and_resume_on_one_process(ddp_run: Path, tueg_shards: Path) -> None:
+@pytest.mark.s3
+def test_two_processes_of_a_node_fetch_each_shard_and_index_once(ddp_run: Path) -> None:
+    """What the S3 server saw of the 2-process job: per shard one GET (the cache's), per shard index one
+    GET (the node's table), the manifest read by each process for the table's key (2) and by the table's
+    builder (a HEAD and a GET: 2), one listing per process (shard sizes). The old stream made 509 GETs
+    for 450 windows; a cache per process, or a table per process, would show 15 or 17 GETs more."""
+    assert json.loads((ddp_run / "requests.json").read_text()) == {"GET": SHARDS * 2 + 4, "LIST": 2}
+    assert len(list((ddp_run / "cache").glob("*.shard"))) == SHARDS
+
+
+@pytest.mark.slow
+@pytest.mark.s3
+def test_ddp_ranks_split_each_step_and_resume_on_one_process(ddp_run: Path, s3_server) -> None:
     steps = keys_by_step(ddp_run / "keys")
     assert sorted(steps) == [0, 1] and sorted(steps[0]) == sorted(steps[1]) == [0, 1, 2, 3]
     for step in range(4):
         assert not set(steps[0][step]) & set(steps[1][step])
     # Continue the 2-process run on one process: epoch 0 ends with every window seen exactly once.
-    # (The resume takes the run's saved config, devices=2 included, as its base: say 1 on top.)
-    one = ("trainer.max_steps=20", "trainer.devices=1")
-    run(_pretrain(tueg_shards, str(ddp_run / "run"), ddp_run / "keys", *one, resume="auto"))
+    # (The resume takes the run's saved config, devices=2 and the S3 shards included: say 1 on top.)
+    before = s3_server.request_counts("data")
+    command = [*CLI, "pretrain", "--resume", "auto", f"run.dir={ddp_run / 'run'}", "trainer.max_steps=20"]
+    run([*command, "trainer.devices=1"], env={**ENV, **s3_server.env()})
+    # The node's cache already holds every shard and the table: one manifest GET and one listing.
+    assert s3_server.wait_for_requests(before, {"GET": 1, "LIST": 1}, bucket="data") == {"GET": 1, "LIST": 1}
     batches = micro_batches(ddp_run / "keys")
     epoch0 = [b for b in batches if b[1] == 0]
     assert [b[2] for b in epoch0] == list(range(len(epoch0)))  # micro-batches 0, 1, 2, … once each
@@ -175,39 +221,55 @@ def test_ddp_ranks_split_each_step_and_resume_on_one_process(ddp_run: Path, tueg
 
 
 @pytest.mark.slow
+@pytest.mark.s3
 def test_two_nodes_through_torchrun_match_two_local_processes(
-    ddp_run: Path, tueg_shards: Path, tmp_path: Path
+    ddp_run: Path, s3_server, tueg_on_s3: str, tmp_path: Path
 ) -> None:
+    """Two torchrun "nodes", each with its own node-local temp folder (so its own default shard cache):
+    the same windows and curve as the two processes of one node, and each node fetches each shard and
+    each index once (twice the one-node job's requests)."""
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    command = _pretrain(
-        tueg_shards, str(tmp_path / "run"), tmp_path / "keys", "trainer.max_steps=4", "trainer.num_nodes=2"
+    command = pretrain_command(
+        CONFIG,
+        tueg_on_s3,
+        str(tmp_path / "run"),
+        tmp_path / "keys",
+        "trainer.max_steps=4",
+        "trainer.num_nodes=2",
     )
-    nodes = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "torch.distributed.run",
-                "--nnodes=2",
-                f"--node-rank={node}",
-                "--nproc-per-node=1",
-                "--master-addr=127.0.0.1",
-                f"--master-port={port}",
-                *command[1:],
-            ],
-            env=ENV,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
+    before = s3_server.request_counts("data")
+    nodes = []
+    for node in (0, 1):
+        (tmp_path / f"node{node}").mkdir()
+        nodes.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "torch.distributed.run",
+                    "--nnodes=2",
+                    f"--node-rank={node}",
+                    "--nproc-per-node=1",
+                    "--master-addr=127.0.0.1",
+                    f"--master-port={port}",
+                    *command[1:],
+                ],
+                env={**ENV, **s3_server.env(), "TMPDIR": str(tmp_path / f"node{node}")},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
         )
-        for node in (0, 1)
-    ]
     for node in nodes:
         assert node.wait(300) == 0, node.stderr.read()[-3000:]
+    expected = {"GET": 2 * (SHARDS * 2 + 3), "LIST": 2}
+    assert s3_server.wait_for_requests(before, expected, bucket="data") == expected
+    for node in (0, 1):
+        assert len(list((tmp_path / f"node{node}" / "eegfm-shard-cache").glob("*.shard"))) == SHARDS
     assert keys_by_step(tmp_path / "keys") == {
         rank: {s: k for s, k in steps.items() if s < 4}
         for rank, steps in keys_by_step(ddp_run / "keys").items()

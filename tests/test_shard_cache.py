@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
-import fsspec
 import pytest
 
 from eegfm.errors import ConfigError
@@ -19,12 +19,8 @@ BUDGET = 100
 
 
 @pytest.fixture
-def s3_table(s3_env, tueg_shards: Path):
-    fs = fsspec.filesystem("s3")
-    if not fs.exists("data/tueg"):  # the server lives for the session
-        fs.mkdir("data")
-        fs.put(str(tueg_shards), "data/tueg", recursive=True)
-    return load_table([DatasetSpec("s3://data/tueg")], "train")
+def s3_table(s3_env, tueg_on_s3: str):
+    return load_table([DatasetSpec(tueg_on_s3)], "train")
 
 
 def _epoch_keys(table, rank: int, world: int, cache_dir: Path, **kwargs) -> list[list[str]]:
@@ -99,3 +95,91 @@ def test_a_cache_smaller_than_the_data_evicts_and_keeps_going(s3_table, s3_env, 
     assert held <= 3 * biggest
     with pytest.raises(ConfigError, match=r"data\.cache_limit_gb"):
         _epoch_keys(s3_table, 0, 1, tmp_path / "tiny", cache_limit_gb=biggest / 2e9)
+
+
+_LOAD_TABLE = """
+import hashlib, sys
+import numpy as np
+from eegfm.pretrain.node_table import load_table_on_node
+from eegfm.pretrain.table import DatasetSpec
+table = load_table_on_node([DatasetSpec(sys.argv[1])], "train", None, sys.argv[2])
+assert all(isinstance(getattr(table, c), np.memmap) for c in ("shard", "offset", "crc")), type(table.offset)
+print(table_digest(table))
+"""
+
+
+def table_digest(table) -> str:
+    import hashlib
+
+    import numpy as np
+
+    digest = hashlib.sha256(repr((table.shard_urls, table.shard_bytes, table.dataset_identity)).encode())
+    for column in ("shard", "offset", "size", "channels", "times", "crc"):
+        digest.update(np.ascontiguousarray(getattr(table, column)).tobytes())
+    return digest.hexdigest()
+
+
+def test_the_processes_of_a_node_read_the_shard_indexes_once(
+    s3_table, s3_env, tueg_on_s3: str, tmp_path: Path
+) -> None:
+    """Two processes starting at once on one node (one cache folder): one builds the table, from one GET
+    per shard index; both map the same file, equal to the table read directly. Each also reads the
+    manifest for its key (one GET), and the builder once more (a HEAD and a GET, which SeaweedFS counts
+    as two GETs): 15 + 4. The old way, each process reading every index with a HEAD and a GET, made
+    2 × (2 + 2 × 15) = 64."""
+    import subprocess
+    import sys
+
+    code = "from test_shard_cache import table_digest\n" + _LOAD_TABLE
+    command = [sys.executable, "-c", code, tueg_on_s3, str(tmp_path / "node")]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    before = s3_env.request_counts("data")
+    processes = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=120)[0].strip() for p in processes]
+    assert [p.returncode for p in processes] == [0, 0]
+    assert outputs == [table_digest(s3_table)] * 2
+    shards = len(s3_table.shard_urls)
+    counted = s3_env.wait_for_requests(before, {"GET": shards + 4}, bucket="data")
+    assert counted == {"GET": shards + 4}, counted
+    # A second start on the node reads only the manifest.
+    before = s3_env.request_counts("data")
+    assert subprocess.run(command, env=env, capture_output=True, text=True).stdout.strip() == outputs[0]
+    assert s3_env.wait_for_requests(before, {"GET": 1}, bucket="data") == {"GET": 1}
+
+
+def test_a_prefetch_never_evicts_what_is_needed_sooner(s3_table, s3_env, tmp_path: Path) -> None:
+    """Shards A (needed now) and B (next) fill the cache; a prefetch of C (also next) finds no shard
+    needed later than itself and gives up, evicting nothing; the read of C evicts B, the one needed
+    furthest ahead, never A. (Eviction by file age or name would take A, fetched first.)"""
+    from eegfm.pretrain.shard_cache import ShardCache
+
+    a, b, c = 0, 1, 2
+    sizes = s3_table.shard_bytes
+    cache = ShardCache(str(tmp_path), sizes[a] + max(sizes[b], sizes[c]), s3_table.shard_urls, sizes)
+    cache.plan_ahead([[a], [b, c]])
+    assert cache.ensure(a) and cache.ensure(b)
+    assert cache.ensure(c, ahead=True) is False
+    assert cache.path(a).exists() and cache.path(b).exists() and not cache.path(c).exists()
+    cache.read(c, [0], [512])
+    assert cache.path(a).exists() and not cache.path(b).exists() and cache.path(c).exists()
+    assert cache.fetches == 3
+
+
+def test_a_killed_fetch_leaves_nothing_behind(s3_table, tmp_path: Path) -> None:
+    """A temporary whose shard lock is free (its fetcher died) is removed by the next process; one whose
+    lock is held (a fetch in flight) is left alone, and its reservation counts against the limit."""
+    import fcntl
+
+    from eegfm.pretrain.shard_cache import FETCH, ShardCache
+
+    urls, sizes = s3_table.shard_urls, s3_table.shard_bytes
+    names = ShardCache(str(tmp_path), 0, urls, sizes).names
+    dead = tmp_path / f"{names[0]}{FETCH}{sizes[0]}-abcd1234"
+    live = tmp_path / f"{names[1]}{FETCH}{sizes[1]}-efgh5678"
+    dead.write_bytes(b"partial")
+    live.write_bytes(b"partial")
+    with open(tmp_path / f"{names[1]}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process's fetch of shard 1, still running
+        cache = ShardCache(str(tmp_path), 0, urls, sizes)
+        assert not dead.exists() and live.exists()
+        assert cache._held() == ({}, sizes[1])

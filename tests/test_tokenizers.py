@@ -345,8 +345,9 @@ def test_stage_2_beats_the_majority_code_and_exports(
 
 
 @pytest.mark.slow
+@pytest.mark.s3
 def test_tokenize_writes_resumable_token_shards_that_stage_2_reads(
-    tueg_shards: Path, tokenizer_run: Path, tmp_path: Path
+    s3_env, tueg_shards: Path, tokenizer_run: Path, tmp_path: Path
 ) -> None:
     import shutil
 
@@ -387,6 +388,30 @@ def test_tokenize_writes_resumable_token_shards_that_stage_2_reads(
         )
     )
     assert torch.equal(batch["codes"], tokenizer.tokenize(batch["eeg"], batch["positions"]))
+
+    # From S3, token shards come through the node cache like the shards: the same epoch, one GET each.
+    fs = fsspec.filesystem("s3")
+    fs.mkdir("tokens")
+    fs.put(str(shards), "tokens/tueg", recursive=True)
+    remote = load_table([DatasetSpec("s3://tokens/tueg")], "train", tokens=identity)
+    options = dict(seed=0, budget=320, clip=15.0, rank=0, world=1, accumulation=1)
+    before = s3_env.request_counts("tokens")
+
+    def epoch_codes(stream: ShardStream) -> list[torch.Tensor]:
+        codes = []
+        for batch in stream:
+            if batch["epoch"]:
+                return codes
+            codes.append(batch["codes"])
+        raise AssertionError("the stream ended")
+
+    local_epoch = epoch_codes(ShardStream(table, [None], start=Cursor(), **options))
+    remote_epoch = epoch_codes(
+        ShardStream(remote, [None], start=Cursor(), cache_dir=str(tmp_path / "cache"), **options)
+    )
+    assert len(remote_epoch) == len(local_epoch) and all(map(torch.equal, remote_epoch, local_epoch))
+    assert len(list((tmp_path / "cache").glob("*.shard"))) == 2 * 15
+    assert s3_env.wait_for_requests(before, {"GET": 2 * 15}, bucket="tokens") == {"GET": 2 * 15}
 
     # Stage 2 on stored ids trains exactly as stage 2 tokenizing on the fly.
     curves = []
