@@ -85,7 +85,9 @@ def npy_array(body: memoryview, where: str) -> np.ndarray:
         raise DataError(f"{where}: .npy member does not hold its shape {shape}: {e}") from None
 
 
-def decode_sample(blob: bytes, where: str, clip: float, out: torch.Tensor) -> tuple[str, np.ndarray]:
+def decode_sample(
+    blob: bytes | bytearray, where: str, clip: float, out: torch.Tensor
+) -> tuple[str, np.ndarray]:
     """One sample's members → its key and positions (C×3); its EEG goes into `out` (C×T float32),
     z-scored per channel and clipped to ±clip.
 
@@ -95,7 +97,8 @@ def decode_sample(blob: bytes, where: str, clip: float, out: torch.Tensor) -> tu
     """
     members: dict[str, memoryview] = {}
     key = "?"
-    for name, body in tar_members(memoryview(bytearray(blob)), where).items():  # writable: torch shares it
+    writable = blob if isinstance(blob, bytearray) else bytearray(blob)  # torch shares the buffer
+    for name, body in tar_members(memoryview(writable), where).items():
         key, suffix = name.rsplit("/", 1)[-1].split(".", 1)
         members[suffix] = body
     where = f"{where} (sample {key})"
