@@ -74,7 +74,7 @@ class ProbeOptions:
     """Clip after the per-recording z-score, as in pretraining (`data.clip`)."""
     attention_steps: int = 300
     """Full-batch Adam steps that train the attention query and its linear head."""
-    shuffles: int = 10
+    shuffles: int = 20
     """Label shuffles the shuffled-labels baseline averages (each fit and scored like the probe)."""
     device: str = "cpu"
     """Where the encoder runs: `cpu`, `cuda`, or `auto` (cuda when there is one)."""
@@ -160,12 +160,17 @@ def fit_and_score(
     A logistic regression for each C of `C_GRID` and a k-NN for each k of `K_GRID` on standardised
     features; the one with the best val balanced accuracy (ties: the smaller C, the smaller k) is scored
     on test. Returns the logistic regression's metrics, the k-NN's as `knn_<metric>`, and what was chosen.
-    `shuffle_seed`: shuffle the training labels first (`independent_shuffle`: the shuffled-labels
-    baseline). Deterministic.
+    `shuffle_seed`: the shuffled-labels baseline: the training labels, and the val labels C and k are
+    chosen on, are shuffled (`independent_shuffle`), so that no true label but the test split's is seen.
+    Choosing on the true val labels picks, among the candidates' random directions, the one whose polarity
+    happens to split the classes (on the synthetic rhythm task, 10 shuffles: 0.64 with the true val labels,
+    0.59 with shuffled ones, and 0.51 over 40). Deterministic.
     """
-    x_train, y_train = train
+    (x_train, y_train), y_val = train, val[1]
     if shuffle_seed is not None:
-        y_train = independent_shuffle(y_train, shuffle_seed)
+        seed = [int(n) for n in np.atleast_1d(shuffle_seed)]
+        y_train = independent_shuffle(y_train, seed)
+        y_val = independent_shuffle(y_val, [*seed, 1])
     if len(np.unique(y_train)) < 2:
         raise DataError(
             f"the training split holds {len(np.unique(y_train))} class: a probe needs two or more"
@@ -180,7 +185,7 @@ def fit_and_score(
         best, best_score = None, -1.0
         for value in candidates:
             model = build(value).fit(x_train, y_train)
-            score = balanced_accuracy_score(val[1], model.predict(x_val))
+            score = balanced_accuracy_score(y_val, model.predict(x_val))
             if score > best_score:
                 best, best_score = (value, model), score
         chosen[name] = best
@@ -328,7 +333,8 @@ def _pooled(
 def mean_over_shuffles(runs: list[dict[str, float]]) -> dict[str, float]:
     """The shuffled-labels baseline as the mean of its runs' metrics (the chosen C and k left out), with
     the balanced accuracy's standard deviation: one shuffle of a separable task scatters widely around
-    chance (a random direction still splits separable classes), measured 0.31–0.92 over 12 shuffles."""
+    chance (a random direction still splits separable classes, either way round): measured 0.31–0.92
+    over 12 shuffles, a standard deviation of 0.15 over 40."""
     names = [k for k in runs[0] if k not in ("C", "k")]
     mean = {k: float(np.mean([r[k] for r in runs])) for k in names}
     mean["balanced_accuracy_std"] = float(np.std([r["balanced_accuracy"] for r in runs]))
