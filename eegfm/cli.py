@@ -160,6 +160,17 @@ def _tokenize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _probe(args: argparse.Namespace) -> int:
+    from eegfm.config import typed
+    from eegfm.pretrain.probe import ProbeOptions, format_table, run_probe
+
+    options = typed(ProbeOptions, {}, args.overrides, source="eegfm probe")
+    report = run_probe(args.checkpoint, args.task_shards, args.out, options)
+    print(f"probe.json: {join_url(report['out'], 'probe.json')}")
+    print(format_table(report))
+    return 0
+
+
 def _submit(args: argparse.Namespace) -> int:
     from eegfm.launch import k8s, slurm
 
@@ -277,6 +288,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-windows", type=int, default=256, help="windows tokenized together")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_tokenize)
+
+    p = verbs.add_parser("probe", help="frozen-encoder probe of a checkpoint on labelled task shards")
+    p.add_argument("--checkpoint", required=True, help="a run directory (its newest), a .ckpt, or an export")
+    p.add_argument("--task-shards", required=True, help="labelled task shards: a folder or manifest URL")
+    p.add_argument("--out", help="where probe.json goes; default <run>/probe/<task>/step=N")
+    p.add_argument("overrides", nargs="*", help="probe options, key=value (pooling=attention layers=all …)")
+    p.set_defaults(func=_probe)
 
     p = verbs.add_parser(
         "submit", help="render a SLURM or Kubernetes job from a launch config, and submit it"
