@@ -15,7 +15,7 @@ LAUNCH ?= configs/launch/slurm_4x8_reve_base.yaml
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help setup lock demo shards merge fixtures test test-gpu golden lint format bench-ingest bench-train simulate-stream submit-slurm submit-k8s docker clean
+.PHONY: help setup lock demo shards merge fixtures test test-gpu golden lint format bench-ingest bench-train bench-stream simulate-stream submit-slurm submit-k8s docker clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -72,6 +72,9 @@ bench-ingest: $(STAMP)  ## ingest throughput vs a plain MNE pipeline, and peak m
 
 bench-train: $(STAMP)  ## loader windows/s per core, CPU model throughput, GPU tokens/s and MFU (when there is one)
 	$(BIN)/python -m eegfm.pretrain.bench
+
+bench-stream: $(STAMP)  ## object-store GETs per window trained, one epoch from a real local S3 server (SeaweedFS)
+	$(BIN)/python -m pytest -q -s tests/bench_stream_s3.py
 
 simulate-stream: $(STAMP)  ## the epoch plan at REVE's scale (60,000 h, 4 x 8 GPUs), no data: cost, GET/s, mixing
 	$(BIN)/eegfm simulate-stream --hours 60000 --gpus 32 --nodes 4 $(ARGS)

@@ -2,7 +2,8 @@
 
 - Loader: fixture corpora of 19-22 (TUEG-, CHB-MIT-like) and 64 channels (BioSemi-like) are ingested into
   local shards; one process streams micro-batches of REVE's 4,800 channel-window budget (ranged reads,
-  decode, normalisation, batching, the MAE's masks) on one core. Target: 3,000 windows/s per core.
+  decode, normalisation, batching, the MAE's masks) on one core. Target: 4,000 windows/s per core for
+  20 channels (the streaming issue).
 - `eegfm tokenize`: windows/s on one core with a tiny and a full-size (labram_vqnsp) tokenizer.
 - Models on the CPU: training steps of the `reve_tiny` MAE and a tiny VQ-NSP tokenizer, windows/s.
 - Models on a GPU (when there is one): `reve_base` MAE and `labram_vqnsp` tokenizer steps in bf16 autocast
