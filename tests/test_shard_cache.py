@@ -6,6 +6,7 @@ import os
 import threading
 from pathlib import Path
 
+import fsspec
 import pytest
 
 from eegfm.errors import ConfigError
@@ -183,3 +184,29 @@ def test_a_killed_fetch_leaves_nothing_behind(s3_table, tmp_path: Path) -> None:
         cache = ShardCache(str(tmp_path), 0, urls, sizes)
         assert not dead.exists() and live.exists()
         assert cache._held() == ({}, sizes[1])
+
+
+def test_a_shard_corrupt_on_the_server_stops_the_run_naming_it(
+    s3_env, tueg_shards: Path, tmp_path: Path
+) -> None:
+    """The cache blames a CRC mismatch on its own copy first and fetches the shard again; when the fresh
+    copy fails too, the stream stops with one line naming the S3 shard, the byte and the sample."""
+    import shutil
+
+    from eegfm.pretrain.stream import FAILURE
+
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(tueg_shards, corrupt)
+    victim = sorted(corrupt.glob("*-000003.tar"))[0]
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 64] = bytes(64)
+    victim.write_bytes(bytes(data))
+    fsspec.filesystem("s3").put(str(corrupt), "data/corrupt", recursive=True)
+    table = load_table([DatasetSpec("s3://data/corrupt")], "train")
+    stream = ShardStream(
+        table, [None], seed=0, budget=BUDGET, clip=15.0, start=Cursor(), rank=0, world=1, accumulation=1,
+        cache_dir=str(tmp_path / "cache"),
+    )  # fmt: skip
+    failure = next(b for b in stream if FAILURE in b)[FAILURE]
+    assert f"s3://data/corrupt/{victim.name} @ byte" in failure and "checksum mismatch" in failure, failure
+    assert "(sample " in failure and "\n" not in failure
