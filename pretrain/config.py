@@ -43,8 +43,8 @@ class DataConfig:
     """Shards per shuffle block: shards read in order B at a time, windows shuffled within (0: global)."""
     cache_dir: str = ""
     """Node-local folder of whole remote shards, shared by a node's ranks ("": $TMPDIR/eegfm-shard-cache)."""
-    cache_limit_gb: float = 0.0
-    """Size limit of the shard cache in GB; shards needed furthest ahead are evicted first (0: no limit)."""
+    cache_limit_gb: float | None = None
+    """Shard cache limit in GB, furthest-needed evicted first (null: 90 % of its disk's room; 0: no limit)."""
     num_workers: int = 4
     """DataLoader worker processes per rank (0: read in the training process)."""
     prefetch: int = 4
@@ -59,9 +59,9 @@ class DataConfig:
             f"must be ≥ 0 (0: shuffle every window globally), got {self.shuffle_block}",
         )
         _check(
-            self.cache_limit_gb >= 0,
+            self.cache_limit_gb is None or self.cache_limit_gb >= 0,
             "data.cache_limit_gb",
-            f"must be ≥ 0 (0: no limit), got {self.cache_limit_gb}",
+            f"must be ≥ 0 (0: no limit; null: 90 % of the disk's room), got {self.cache_limit_gb}",
         )
         _check(self.num_workers >= 0, "data.num_workers", f"must be ≥ 0, got {self.num_workers}")
         _check(self.prefetch >= 1, "data.prefetch", f"must be ≥ 1, got {self.prefetch}")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -70,32 +71,36 @@ def file_lock(path: Path, blocking: bool = True) -> Iterator[bool]:
 
 class ShardCache:
     """The node's cache, seen from one process. Shard ids index `urls` and `sizes` (the stream puts token
-    shards after the data shards)."""
+    shards after the data shards); `limit_bytes` None: `disk_room()`, 0: no limit."""
 
     def __init__(
         self,
         directory: str,
-        limit_bytes: int,
+        limit_bytes: int | None,
         urls: Sequence[str],
         sizes: Sequence[int],
         prefetch_threads: int = 2,
     ):
         self.directory = Path(directory or default_cache_dir())
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.limit_bytes, self.urls, self.sizes = limit_bytes, list(urls), list(sizes)
-        if limit_bytes and self.sizes and max(self.sizes) > limit_bytes:
-            biggest = max(range(len(self.sizes)), key=self.sizes.__getitem__)
-            raise ConfigError(
-                f"data.cache_limit_gb: {limit_bytes / 1e9:g} GB is smaller than shard {self.urls[biggest]} "
-                f"({self.sizes[biggest] / 1e9:.3g} GB); raise the limit (0: no limit)"
-            )
+        self.urls, self.sizes = list(urls), list(sizes)
         self.names = [hashlib.sha256(u.encode()).hexdigest()[:32] + SUFFIX for u in self.urls]
+        self.remove_stale_fetches()
+        self.limit_bytes = self.disk_room() if limit_bytes is None else limit_bytes
+        if self.limit_bytes and self.sizes and max(self.sizes) > self.limit_bytes:
+            biggest = max(range(len(self.sizes)), key=self.sizes.__getitem__)
+            why = "data.cache_limit_gb" if limit_bytes is not None else "90 % of the room on its disk"
+            raise ConfigError(
+                f"data.cache_limit_gb: the shard cache {self.directory} may hold "
+                f"{self.limit_bytes / 1e9:.3g} GB ({why}), less than shard {self.urls[biggest]} "
+                f"({self.sizes[biggest] / 1e9:.3g} GB): "
+                "raise the limit, or point data.cache_dir at a bigger node-local disk"
+            )
         self.shard_of_name = {name: i for i, name in enumerate(self.names)}
         self.position: dict[int, int] = {}  # shard → how soon the node needs it (0: now); see plan_ahead
         self.fetches = 0  # whole-shard fetches this process made (for tests and logs)
         self._pool = ThreadPoolExecutor(max_workers=prefetch_threads) if prefetch_threads else None
         self._pending: dict[int, Future] = {}
-        self.remove_stale_fetches()
 
     def path(self, shard: int) -> Path:
         return self.directory / self.names[shard]
@@ -110,6 +115,12 @@ class ShardCache:
             for shard in shards:
                 position.setdefault(int(shard), rank)
         self.position = position
+
+    def disk_room(self) -> int:
+        """90 % of what the cache's disk can give it: free space plus what the cache already holds, so
+        the same on every process of the node however full the cache is when each starts."""
+        cached, reserved = self._held()
+        return int(0.9 * (shutil.disk_usage(self.directory).free + sum(cached.values()) + reserved))
 
     def remove_stale_fetches(self) -> None:
         """Delete temporaries whose shard nobody is fetching (a killed process's): their lock is free."""

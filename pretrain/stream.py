@@ -83,7 +83,7 @@ class ShardStream(IterableDataset):
         shuffle_block: int = DataConfig.shuffle_block,
         transform: BatchTransform | None = None,
         cache_dir: str = DataConfig.cache_dir,
-        cache_limit_gb: float = DataConfig.cache_limit_gb,
+        cache_limit_gb: float | None = DataConfig.cache_limit_gb,
         cache_lookahead: int = 2,
     ):
         self.table, self.weights, self.seed, self.budget, self.clip = table, list(weights), seed, budget, clip
@@ -107,7 +107,7 @@ class ShardStream(IterableDataset):
             if table.token_urls is not None:
                 urls += table.token_urls
                 sizes += table.token_bytes or []
-            limit = int(self.cache_limit_gb * 1e9)
+            limit = None if self.cache_limit_gb is None else int(self.cache_limit_gb * 1e9)
             self._cache = ShardCache(self.cache_dir, limit, urls, sizes)
         return self._cache
 

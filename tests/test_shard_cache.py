@@ -10,6 +10,7 @@ import fsspec
 import pytest
 
 from eegfm.errors import ConfigError
+from eegfm.pretrain.config import DataConfig
 from eegfm.pretrain.plan import Cursor
 from eegfm.pretrain.shard_cache import SUFFIX
 from eegfm.pretrain.stream import ShardStream
@@ -210,3 +211,19 @@ def test_a_shard_corrupt_on_the_server_stops_the_run_naming_it(
     failure = next(b for b in stream if FAILURE in b)[FAILURE]
     assert f"s3://data/corrupt/{victim.name} @ byte" in failure and "checksum mismatch" in failure, failure
     assert "(sample " in failure and "\n" not in failure
+
+
+def test_the_default_limit_is_the_same_however_full_the_cache_is(s3_table, s3_env, tmp_path: Path) -> None:
+    """With `data.cache_limit_gb` null, the limit is 90 % of free space plus what the cache holds: a
+    process starting after the cache filled gets the same limit as the first one (within what else
+    changed on the disk meanwhile: a fraction of the shards' size here). A limit of 90 % of free space
+    alone would shrink by the 7 MB the cache took; an unlimited default would fill the disk."""
+    from eegfm.pretrain.shard_cache import ShardCache
+
+    urls, sizes = s3_table.shard_urls, s3_table.shard_bytes
+    empty = ShardCache(str(tmp_path), None, urls, sizes)
+    for shard in range(len(urls)):
+        empty.ensure(shard)
+    full = ShardCache(str(tmp_path), None, urls, sizes)
+    assert abs(full.limit_bytes - empty.limit_bytes) < sum(sizes) / 10, (empty.limit_bytes, full.limit_bytes)
+    assert DataConfig().cache_limit_gb is None
