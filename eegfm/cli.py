@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from eegfm.errors import DataError, EegfmError
+from eegfm.errors import ConfigError, DataError, EegfmError
 from eegfm.storage import join_url
 
 
@@ -165,7 +165,15 @@ def _probe(args: argparse.Namespace) -> int:
     from eegfm.pretrain.probe import ProbeOptions, format_table, run_probe
 
     options = typed(ProbeOptions, {}, args.overrides, source="eegfm probe")
-    report = run_probe(args.checkpoint, args.task_shards, args.out, options)
+    if args.watch:
+        from eegfm.pretrain.probe_watch import watch
+
+        probes = watch(args.watch, args.task_shards, options, poll_s=args.poll, once=args.once)
+        print(f"{probes} checkpoint probes; {join_url(args.watch, 'eval', 'probes.csv')}")
+        return 0
+    if args.checkpoint is None or len(args.task_shards) != 1:
+        raise ConfigError("eegfm probe: give --checkpoint and one --task-shards (or --watch RUN)")
+    report = run_probe(args.checkpoint, args.task_shards[0], args.out, options)
     print(f"probe.json: {join_url(report['out'], 'probe.json')}")
     print(format_table(report))
     return 0
@@ -290,9 +298,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_tokenize)
 
     p = verbs.add_parser("probe", help="frozen-encoder probe of a checkpoint on labelled task shards")
-    p.add_argument("--checkpoint", required=True, help="a run directory (its newest), a .ckpt, or an export")
-    p.add_argument("--task-shards", required=True, help="labelled task shards: a folder or manifest URL")
+    p.add_argument("--checkpoint", help="a run directory (its newest), a .ckpt, or an export")
+    p.add_argument(
+        "--task-shards",
+        required=True,
+        action="append",
+        help="labelled task shards: a folder or manifest URL (repeat it with --watch for several tasks)",
+    )
     p.add_argument("--out", help="where probe.json goes; default <run>/probe/<task>/step=N")
+    p.add_argument("--watch", metavar="RUN", help="probe each checkpoint of RUN as it appears, once each")
+    p.add_argument("--poll", type=float, default=60.0, help="--watch: seconds between looks at RUN")
+    p.add_argument("--once", action="store_true", help="--watch: probe what is there now, then stop")
     p.add_argument("overrides", nargs="*", help="probe options, key=value (pooling=attention layers=all …)")
     p.set_defaults(func=_probe)
 

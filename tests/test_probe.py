@@ -3,6 +3,7 @@ three baselines (random init, band power, shuffled labels) in one report."""
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import subprocess
@@ -289,3 +290,57 @@ def test_pretraining_beats_random_init(probed: tuple[Path, Path, subprocess.Comp
     # 0.926, k-NN 0.986 vs 0.778.
     assert encoder["balanced_accuracy"] >= random_init["balanced_accuracy"] + 0.06, (encoder, random_init)
     assert encoder["auroc"] > random_init["auroc"], (encoder, random_init)
+
+
+@pytest.mark.slow
+def test_watch_probes_each_new_checkpoint_once_and_stops_at_the_last(
+    probed: tuple[Path, Path, subprocess.CompletedProcess], tmp_path: Path
+) -> None:
+    """A watcher started on a run with one checkpoint probes it, then each checkpoint that appears while
+    it watches, and exits after the run's final step (`trainer.max_steps` = 60); a second watcher finds
+    nothing new and leaves probes.csv as it was. (The checkpoints are copies of the fixture's step-60
+    checkpoint under other step names: the watcher is what is tested, not the encoder.)"""
+    import shutil
+    import time
+
+    shards, out, _ = probed
+    source, run = out.parent / "run", tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    shutil.copy(source / "config.yaml", run / "config.yaml")
+
+    def appear(step: int) -> None:
+        shutil.copy(
+            source / "checkpoints" / "step=00000060.ckpt", run / "checkpoints" / f"step={step:08d}.ckpt"
+        )
+
+    def probed_steps() -> list[int]:
+        csv_path = run / "eval" / "probes.csv"
+        if not csv_path.exists():
+            return []
+        with open(csv_path) as f:
+            return sorted({int(r["step"]) for r in csv.DictReader(f)})
+
+    command = [sys.executable, "-m", "eegfm.cli", "probe", "--watch", str(run), "--task-shards", str(shards)]
+    appear(20)
+    watcher = subprocess.Popen([*command, "--poll", "0.2"], env=ENV, stdout=subprocess.PIPE, text=True)
+    for step, then in ((20, 40), (40, 60)):
+        deadline = time.monotonic() + 120
+        while step not in probed_steps() and time.monotonic() < deadline and watcher.poll() is None:
+            time.sleep(0.2)
+        assert probed_steps()[-1] == step, probed_steps()
+        appear(then)
+    assert watcher.wait(120) == 0
+    assert watcher.stdout.read().strip().splitlines()[-1].startswith("3 checkpoint probes")
+
+    with open(run / "eval" / "probes.csv") as f:
+        rows = list(csv.DictReader(f))
+    keys = [(r["task"], r["step"], r["model"], r["metric"]) for r in rows]
+    assert len(keys) == len(set(keys))  # each (checkpoint, model, metric) once
+    assert {(r["step"], r["model"]) for r in rows if r["metric"] == "balanced_accuracy"} == {
+        (str(s), m) for s in (20, 40, 60) for m in ("encoder", "random_init", "band_power", "shuffled_labels")
+    }
+    assert (run / "eval" / "probes.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    before = (run / "eval" / "probes.csv").read_bytes()
+    again = subprocess.run([*command, "--once"], env=ENV, capture_output=True, text=True)
+    assert again.returncode == 0 and again.stdout.startswith("0 checkpoint probes"), again.stderr[-2000:]
+    assert (run / "eval" / "probes.csv").read_bytes() == before
