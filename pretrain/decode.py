@@ -85,25 +85,30 @@ def npy_array(body: memoryview, where: str) -> np.ndarray:
         raise DataError(f"{where}: .npy member does not hold its shape {shape}: {e}") from None
 
 
-def decode_sample(
-    blob: bytes | bytearray, where: str, clip: float, out: torch.Tensor
-) -> tuple[str, np.ndarray]:
-    """One sample's members → its key and positions (C×3); its EEG goes into `out` (C×T float32),
-    z-scored per channel and clipped to ±clip.
+class RecordingStats:
+    """Per-recording (channel mean, 1 / channel std, positions) already checked, keyed by (scope, recording):
+    every window of a recording carries the same ones (ingest computes them over the whole recording), so
+    a stream parses a recording's JSON and positions once, not once per window — the JSON alone cost more
+    than the CRC-32 of the window. `scope` (the shard's folder) keeps two datasets' equal keys apart. The
+    bytes of every window are still checked against their CRC-32 before this is consulted. Bounded: the
+    oldest entries go first beyond `limit`."""
 
-    The z-score uses the whole recording's per-channel statistics that ingest stored (REVE's load-time
-    normalisation); a sample without usable statistics is an error, not a silent guess. Arithmetic runs
-    in torch: numpy converts float16 in software, several times slower than the whole rest of decoding.
-    """
-    members: dict[str, memoryview] = {}
-    key = "?"
-    writable = blob if isinstance(blob, bytearray) else bytearray(blob)  # torch shares the buffer
-    for name, body in tar_members(memoryview(writable), where).items():
-        key, suffix = name.rsplit("/", 1)[-1].split(".", 1)
-        members[suffix] = body
-    where = f"{where} (sample {key})"
+    def __init__(self, limit: int = 4096):
+        self.limit = limit
+        self.entries: dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def get(self, scope: str, recording: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        return self.entries.get((scope, recording))
+
+    def put(self, scope: str, recording: str, value: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+        if len(self.entries) >= self.limit:
+            del self.entries[next(iter(self.entries))]
+        self.entries[(scope, recording)] = value
+
+
+def _checked_stats(members: dict[str, memoryview], where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean, 1 / std, positions) of a sample, from its JSON and positions member, checked."""
     try:
-        eeg = npy_array(members[contract.EEG_SUFFIX], where)
         positions = npy_array(members[contract.POS_SUFFIX], where)
         meta = json.loads(bytes(members[contract.META_SUFFIX]))
     except KeyError as e:
@@ -119,10 +124,48 @@ def decode_sample(
     usable = mean.shape == std.shape == (channels,) and bool(np.isfinite(mean).all() and (std > 0).all())
     if not usable or not np.isfinite(std).all():
         raise DataError(f"{where}: unusable channel statistics (non-finite, ≤ 0 or not one per channel)")
-    if eeg.shape != out.shape:
+    return mean, 1 / std, positions
+
+
+def decode_sample(
+    blob: bytes | bytearray,
+    where: str,
+    clip: float,
+    out: torch.Tensor,
+    stats: RecordingStats | None = None,
+    scope: str = "",
+) -> tuple[str, np.ndarray]:
+    """One sample's members → its key and positions (C×3); its EEG goes into `out` (C×T float32),
+    z-scored per channel and clipped to ±clip.
+
+    The z-score uses the whole recording's per-channel statistics that ingest stored (REVE's load-time
+    normalisation); a sample without usable statistics is an error, not a silent guess. Arithmetic runs
+    in torch: numpy converts float16 in software, several times slower than the whole rest of decoding.
+    With `stats` (a stream's `RecordingStats`), a recording's statistics and positions are parsed and
+    checked at its first window only.
+    """
+    members: dict[str, memoryview] = {}
+    key = "?"
+    writable = blob if isinstance(blob, bytearray) else bytearray(blob)  # torch shares the buffer
+    for name, body in tar_members(memoryview(writable), where).items():
+        key, suffix = name.rsplit("/", 1)[-1].split(".", 1)
+        members[suffix] = body
+    where = f"{where} (sample {key})"
+    recording = key.rsplit("_w", 1)[0]
+    known = stats.get(scope, recording) if stats is not None else None
+    if known is None:
+        known = _checked_stats(members, where)
+        if stats is not None:
+            stats.put(scope, recording, known)
+    mean, inverse_std, positions = known
+    try:
+        eeg = npy_array(members[contract.EEG_SUFFIX], where)
+    except KeyError as e:
+        raise DataError(f"{where}: a sample has no {e.args[0]} member") from None
+    if eeg.shape != out.shape or len(positions) != out.shape[0]:
         raise DataError(f"{where}: EEG of shape {eeg.shape}, its index says {tuple(out.shape)}")
     out.copy_(torch.from_numpy(eeg)).sub_(torch.from_numpy(mean)[:, None]).mul_(
-        torch.from_numpy(1 / std)[:, None]
+        torch.from_numpy(inverse_std)[:, None]
     )
     # One reduction finds any NaN or ±inf (their sum is not finite; finite z-scores cannot overflow it),
     # before clipping would turn ±inf into ±clip.

@@ -24,7 +24,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from eegfm.errors import DataError, EegfmError
 from eegfm.pretrain.config import DataConfig
-from eegfm.pretrain.decode import check_crc, decode_sample, token_member
+from eegfm.pretrain.decode import RecordingStats, check_crc, decode_sample, token_member
 from eegfm.pretrain.plan import (
     Assignment,
     BlockPlan,
@@ -94,6 +94,7 @@ class ShardStream(IterableDataset):
         self.cache_dir, self.cache_limit_gb, self.cache_lookahead = cache_dir, cache_limit_gb, cache_lookahead
         self._cache: ShardCache | None = None  # made in the process that reads (after the workers fork)
         self._looked_at: tuple[int, int] | None = None  # (epoch, block) whose future the cache was told
+        self._stats = RecordingStats()  # each recording's statistics and positions, parsed once
         self._local_urls: list[str] | None = None  # shards, then token shards (read in place when local)
         self._local_paths: list[str] | None = None  # the same as local paths
         self._remote = bool(table.shard_urls) and is_remote(table.shard_urls[0])
@@ -205,7 +206,7 @@ class ShardStream(IterableDataset):
             blobs = _read_cached(cache, table.shard[rows], starts, table.size[rows], table.crc[rows], where)
         eeg = torch.empty((len(rows), int(table.channels[rows[0]]), int(table.times[rows[0]])))
         decoded = [
-            decode_sample(blob, f"{url} @ byte {start}", self.clip, out)
+            decode_sample(blob, f"{url} @ byte {start}", self.clip, out, self._stats, url.rsplit("/", 1)[0])
             for blob, url, start, out in zip(blobs, urls, starts.tolist(), eeg, strict=True)
         ]
         batch = {

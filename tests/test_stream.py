@@ -162,6 +162,38 @@ def test_bad_statistics_name_the_shard(table) -> None:
         decode_sample(broken, url, 15.0, eeg)
 
 
+def test_a_recordings_statistics_are_parsed_once_per_scope(table) -> None:
+    """With a stream's RecordingStats, windows of one recording decode exactly as without it; a second
+    dataset (another scope) whose recording has the same key but other statistics gets its own."""
+    from eegfm.pretrain.decode import RecordingStats
+
+    first = int(np.searchsorted(table.shard, table.shard[0]))
+    rows = [r for r in range(first, first + 4) if table.shard[r] == table.shard[first]]
+    url = table.shard_urls[table.shard[rows[0]]]
+    blobs = []
+    with open(url, "rb") as f:
+        for row in rows:
+            f.seek(int(table.offset[row]))
+            blobs.append(f.read(int(table.size[row])))
+    shape = (int(table.channels[rows[0]]), int(table.times[rows[0]]))
+    stats, plain = RecordingStats(), []
+    for blob in blobs:
+        plain.append(torch.empty(shape))
+        cached = torch.empty(shape)
+        key = decode_sample(blob, url, 15.0, plain[-1])[0]
+        assert decode_sample(blob, url, 15.0, cached, stats, "a")[0] == key
+        assert torch.equal(plain[-1], cached)
+    assert len(stats.entries) == len({b.split(b"_w")[0] for b in blobs}) == 1  # one recording
+    # The same window in another dataset whose statistics differ: channel 0's std gains a leading "1"
+    # (same byte length, still valid JSON).
+    other = blobs[0].replace(b'"channel_std": [', b'"channel_std":[1', 1)
+    expected, got = torch.empty(shape), torch.empty(shape)
+    decode_sample(other, url, 15.0, expected)
+    decode_sample(other, url, 15.0, got, stats, "b")
+    assert torch.equal(got, expected)
+    assert not torch.equal(got[0], plain[0][0]) and torch.equal(got[1:], plain[0][1:])
+
+
 def test_missing_index_is_a_clear_error(tueg_shards: Path, tmp_path: Path) -> None:
     copy = tmp_path / "shards"
     copy.mkdir()
