@@ -6,7 +6,8 @@ channel × patch grid, so any channel count works without positions). Every laye
 halves: one attends across channels within a patch (spatial), the other across patches within a channel
 (temporal). Inputs are µV / 100 (`to_model_units`), the authors' scaling, not a z-score.
 
-Pretraining (authors' `pretrain_trainer.py`): each (channel, patch) is masked with Bernoulli(0.5); a
+Pretraining (authors' `generate_mask`: `mask.bernoulli_(0.5)`): each (channel, patch) is hidden with
+probability 1/2; a
 masked patch is replaced by a fixed zero vector *before* embedding (their `mask_encoding` is a zero
 parameter with requires_grad=False, so here a buffer), and the MSE is taken on masked patches only.
 

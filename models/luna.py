@@ -62,9 +62,9 @@ class LunaConfig:
         return n_times // self.patch_size
 
 
-# Published sizes (LUNA paper, Table 1 / BioFoundation config/model/LUNA_{base,large,huge}.yaml): 7M, 43M,
-# 311M parameters, counted for the fine-tuning model, i.e. encoder + the attention-pooling classification
-# head (`parameter_count`). `luna_tiny` is for CPU tests.
+# Published sizes (the LUNA paper's Base / Large / Huge; shapes from BioFoundation config/model/LUNA_*.yaml):
+# 7M, 43M, 311M parameters, counted for the fine-tuning model, i.e. encoder + the attention-pooling
+# classification head (`parameter_count`). `luna_tiny` is for CPU tests.
 SIZES: dict[str, LunaConfig] = {
     "luna_tiny": LunaConfig(embed_dim=16, queries=2, depth=2, heads=2),
     "luna_base": LunaConfig(embed_dim=64, queries=4, depth=8),

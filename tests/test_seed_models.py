@@ -327,3 +327,25 @@ def test_published_parameter_counts(braindecode) -> None:
         with torch.device("meta"):
             count = luna.parameter_count(luna.SIZES[name])
         assert abs(count / published - 1) < 0.02, (name, count)
+
+
+def test_pretraining_losses_reach_every_parameter() -> None:
+    """One masked step of each objective gives every trainable tensor a non-zero gradient (the LUNA mask
+    token and queries included), so nothing is silently frozen or disconnected."""
+    generator = torch.Generator().manual_seed(0)
+    model = luna.LunaPretrain(luna.SIZES["luna_tiny"]).train()
+    luna.init_like_authors(model)
+    eeg, positions = torch.randn(2, 5, 400), _mixed_montages(5)[:2]
+    mask = luna.patch_mask(2, 5, 10, generator)
+    reconstruction, weights = model(eeg, positions, mask, luna.position_noise(positions, generator))
+    target = eeg.reshape(2, 5, 10, 40)
+    (
+        luna.reconstruction_loss(reconstruction, target, mask) + luna.query_specialisation_loss(weights)
+    ).backward()
+    assert [n for n, p in model.named_parameters() if p.grad is None or not p.grad.any()] == []
+
+    model = cbramod.CBraModPretrain(cbramod.SIZES["cbramod_tiny"]).train()
+    eeg = torch.randn(2, 5, 600)
+    mask = cbramod.patch_mask(2, 5, 3, generator)
+    cbramod.reconstruction_loss(model(eeg, mask), model.encoder.patchify(eeg), mask).backward()
+    assert [n for n, p in model.named_parameters() if p.grad is None or not p.grad.any()] == []
