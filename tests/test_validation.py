@@ -158,9 +158,11 @@ with torch.no_grad():
 
 
 @pytest.mark.slow
-def test_two_ranks_evaluate_to_the_bits_of_one(split_shards: Path, tmp_path: Path) -> None:
-    """42 val windows make 11 batches: rank 1 runs a repeat of one that must not count. The 2-rank run's
-    val_loss after its last step equals one process's evaluation of the same weights, to the bit."""
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_ranks_evaluate_to_the_bits_of_one(split_shards: Path, tmp_path: Path, strategy: str) -> None:
+    """42 val windows make 11 batches: rank 1 runs a repeat of one that must not count (under FSDP it
+    must run it: each forward gathers the sharded weights from both ranks). The 2-rank run's val_loss
+    after its last step equals one process's evaluation of the same weights, to the bit."""
     command = pretrain_command(
         MAE,
         split_shards,
@@ -168,6 +170,7 @@ def test_two_ranks_evaluate_to_the_bits_of_one(split_shards: Path, tmp_path: Pat
         tmp_path / "keys",
         "trainer.max_steps=4",
         "trainer.devices=2",
+        f"trainer.strategy={strategy}",
         "trainer.log_every=2",
         "checkpoint.every_n_steps=4",
         "eval.every_n_steps=2",
