@@ -157,6 +157,27 @@ class CheckpointConfig:
 
 
 @dataclass
+class EvalConfig:
+    every_n_steps: int = 0
+    """Steps between evaluations of the objective on a fixed set of held-out windows, logged as val_loss
+    (0: none)."""
+    val_windows: int = 2048
+    """Windows of the val set: all of the split's, or this many chosen by eval.seed, the same every time."""
+    split: str = "val"
+    """The split of every dataset of data.shards evaluated on (ingest puts held-out subjects there)."""
+    seed: int = 0
+    """Seed of the val windows' choice and masks, apart from data.seed so runs with other seeds compare."""
+
+    def __post_init__(self) -> None:
+        _check(
+            self.every_n_steps >= 0, "eval.every_n_steps", f"must be ≥ 0 (0: off), got {self.every_n_steps}"
+        )
+        _check(self.val_windows >= 1, "eval.val_windows", f"must be ≥ 1, got {self.val_windows}")
+        _check(bool(self.split), "eval.split", "names no split (e.g. val)")
+        _check(self.seed >= 0, "eval.seed", f"must be ≥ 0, got {self.seed}")
+
+
+@dataclass
 class RunConfig:
     dir: str = "runs/default"
     """The run directory (local path or s3://…): config.yaml, metrics.csv, checkpoints/."""
@@ -202,6 +223,8 @@ class PretrainConfig:
     """Steps, devices, strategy, precision, accumulation."""
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     """When checkpoints are saved and how many are kept."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """Validation loss on held-out windows during pretraining."""
     run: RunConfig = field(default_factory=RunConfig)
     """Where the run's outputs go."""
     logging: LoggingConfig = field(default_factory=LoggingConfig)

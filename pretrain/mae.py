@@ -50,6 +50,13 @@ class MaePretraining(Objective):
         )
         return out.loss
 
+    def evaluate_batch(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        # Every window has as many masked patches (block_mask lands on the count), so the batch's mean
+        # times its windows is the sum of the windows' own losses.
+        out = self.model(batch["eeg"], batch["positions"], batch["generator"], mask=batch["mask"])
+        windows = len(batch["eeg"])
+        return {"val_loss": out.loss * windows, "val_reconstruction_loss": out.reconstruction_loss * windows}
+
     @classmethod
     def from_config(cls, cfg: Any, *, shape_only: bool = False) -> MaePretraining:
         # Plain containers: the hyper-parameters go into checkpoints, which load with weights_only=True.

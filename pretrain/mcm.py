@@ -58,6 +58,14 @@ class McmPretraining(Objective):
         self.log_step({"loss": out.loss, "masked_code_accuracy": out.accuracy})
         return out.loss
 
+    def evaluate_batch(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        # The codes are always computed here (the val split has no token shards), by the same frozen
+        # tokenizer whose ids `eegfm tokenize` stores; every window has as many masked patches.
+        codes = self.tokenizer.tokenize(batch["eeg"], batch["positions"]).flatten(1, 2)
+        out = self.model(batch["eeg"], batch["positions"], codes, batch["mask"])
+        windows = len(batch["eeg"])
+        return {"val_loss": out.loss * windows, "val_masked_code_accuracy": out.accuracy * windows}
+
     @classmethod
     def from_config(cls, cfg: Any, *, shape_only: bool = False) -> McmPretraining:
         """Stage 2 of `cfg.tokenizer.checkpoint` (a stage-1 checkpoint, or its run directory). With

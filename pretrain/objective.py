@@ -42,6 +42,17 @@ class Objective(pl.LightningModule):
         """Work done in the loader's workers on each micro-batch (masks), if any."""
         return None
 
+    def evaluate_batch(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """A val batch's metrics (`pretrain/validation.py`), called in eval mode without gradients: each
+        scalar the sum over the batch's windows of that window's value (e.g. `val_loss`), other tensors
+        integer counts. No random draws but from `batch["generator"]`."""
+        raise NotImplementedError
+
+    def val_metrics(self, sums: dict[str, torch.Tensor], windows: int) -> dict[str, float]:
+        """What is logged from the sums of `evaluate_batch` over the whole val set (`windows` windows):
+        by default each scalar's mean over the windows."""
+        return {name: float(total) / windows for name, total in sums.items() if total.dim() == 0}
+
     def log_step(self, values: dict[str, torch.Tensor]) -> None:
         """The step's metrics (averaged over ranks) and the learning rate; the first is the progress bar's."""
         first, *_ = values

@@ -36,6 +36,27 @@ class TokenizerPretraining(Objective):
         self.log_step({"loss": out.loss, **out.parts})
         return {"loss": out.loss, "indices": out.indices.detach()}  # indices: for CodebookHealth
 
+    def evaluate_batch(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        # In eval mode the quantizers neither update their codebooks nor compute the commitment term, so
+        # the loss is the spectrum's reconstruction loss alone; every window has as many patches.
+        out = self.model(batch["eeg"], batch["positions"])
+        size = self.config.codebook_size
+        ids = out.indices.reshape(-1, out.indices.shape[-1])
+        counts = torch.stack([torch.bincount(ids[:, j], minlength=size) for j in range(ids.shape[1])])
+        return {"val_loss": out.loss * len(batch["eeg"]), "code_counts": counts}
+
+    def val_metrics(self, sums: dict[str, torch.Tensor], windows: int) -> dict[str, float]:
+        """val_loss; `val_codebook_usage`: distinct codes used on the val set / codebook size, and
+        `val_codebook_perplexity`: exp of the entropy of the val codes, each averaged over the codebooks."""
+        counts = sums["code_counts"]  # (codebooks, codebook size)
+        p = counts / counts.sum(dim=1, keepdim=True)
+        entropy = -(p * p.clamp(min=1e-300).log()).sum(dim=1)
+        return {
+            "val_loss": float(sums["val_loss"]) / windows,
+            "val_codebook_usage": float((counts > 0).double().mean(dim=1).mean()),
+            "val_codebook_perplexity": float(entropy.exp().mean()),
+        }
+
     @classmethod
     def from_config(cls, cfg: Any, *, shape_only: bool = False) -> TokenizerPretraining:
         return cls(asdict(cfg.tokenizer), asdict(cfg.optim), cfg.data.seed, cfg.trainer.max_steps)

@@ -11,7 +11,9 @@ Lightning runs the loop; this is its order, per micro-batch of the stream (callb
    [NonFiniteGuard]; clip; optimizer and learning-rate steps;
 5. the stream's cursor moves past the finished step, after checking Lightning stepped where the plan
    says [StreamCursor]; sample keys, throughput and codebook health are logged [SampleLog, Throughput,
-   CodebookHealth];
+   CodebookHealth]; every `eval.every_n_steps` steps the objective is evaluated on the fixed val
+   windows (eval mode, no gradients, its own reads and generators: the cursor and the random states
+   stay as they were) and `val_*` is logged in the finished step's row [Evaluation];
 6. a stop signal (SIGUSR1/SIGTERM), OR-reduced over the ranks, ends the run here, on a step boundary
    [StepCheckpoints]; at the end a final checkpoint is saved (never with non-finite weights).
 """
@@ -48,6 +50,7 @@ from eegfm.pretrain.mae import MaePretraining
 from eegfm.pretrain.mcm import McmPretraining
 from eegfm.pretrain.metrics import RunCsvLogger
 from eegfm.pretrain.tokenizer import TokenizerPretraining
+from eegfm.pretrain.validation import evaluation_callback
 from eegfm.storage import exists, join_url
 
 OBJECTIVES = {"mae": MaePretraining, "tokenizer": TokenizerPretraining, "mcm": McmPretraining}
@@ -187,6 +190,7 @@ def run_pretraining(cfg: PretrainConfig, resume: str | None = None, reset_stream
     checkpoint = resolve_resume(run_dir, resume)
     if reset_stream and checkpoint is None:
         raise ConfigError("--reset-stream continues a run from a checkpoint; there is none to continue")
+    evaluation = evaluation_callback(cfg)  # reads the val set first: a missing val split stops here
     torch.manual_seed(cfg.trainer.seed)  # the same initial weights on every rank and every attempt
     module = build_module(cfg)
     tokens = None
@@ -211,6 +215,8 @@ def run_pretraining(cfg: PretrainConfig, resume: str | None = None, reset_stream
         callbacks.append(CodebookHealth(cfg.trainer.log_every))
     if cfg.logging.sample_keys:
         callbacks.append(SampleLog(cfg.logging.sample_keys))
+    if evaluation is not None:
+        callbacks.append(evaluation)  # after Throughput, which leaves the evaluation's time out
     strategy = build_strategy(cfg)
     # DeepSpeed writes its own (sharded) checkpoints; every other strategy saves through one atomic writer.
     plugins: list[Any] = [] if isinstance(strategy, DeepSpeedStrategy) else [AtomicCheckpointIO()]
@@ -230,7 +236,7 @@ def run_pretraining(cfg: PretrainConfig, resume: str | None = None, reset_stream
         callbacks=callbacks,
         plugins=plugins,
         use_distributed_sampler=False,  # the stream slices itself by rank
-        limit_val_batches=0,
+        limit_val_batches=0,  # Lightning's validation loop is not used: Evaluation runs between steps
         num_sanity_val_steps=0,
         enable_progress_bar=cfg.logging.progress_bar,
         enable_model_summary=False,

@@ -137,6 +137,22 @@ def chbmit_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def split_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A TUEG-like corpus of 6 subjects split by subject 60/40 into train and val: 4 subjects (95 windows)
+    to train on, 2 others (48 windows) held out. (`tueg_shards` puts all its 4 subjects in train.)"""
+    from eegfm.ingest.fixtures import generate_corpus
+    from eegfm.ingest.recipe import load_recipe
+    from eegfm.ingest.run import run_shards
+
+    base = tmp_path_factory.mktemp("split")
+    generate_corpus("tueg", base / "corpus", seed=0, n_subjects=6, duration_s=120.0)
+    splits = ["splits.train=0.6", "splits.val=0.4", "splits.test=0.0"]
+    recipe = load_recipe("tueg", splits, root=str(base / "corpus"))
+    run_shards(recipe, str(base / "shards"), shard_bytes=512 * 1024, progress=False)
+    return base / "shards"
+
+
+@pytest.fixture(scope="session")
 def slurm_cluster() -> Iterator[SlurmCluster]:
     why_not = install_slurm()
     if why_not:

@@ -75,8 +75,14 @@ def micro_batches(folder: Path) -> list[tuple[int, int, int, list[str]]]:
 
 
 def losses(metrics: str) -> dict[int, float]:
+    return logged(metrics, "loss")
+
+
+def logged(metrics: str, column: str) -> dict[int, float]:
+    """{step: value} of one column of a metrics.csv, for the rows that have one (a run without that
+    column: {})."""
     with fsspec.open(metrics, "r") as f:
-        return {int(r["step"]): float(r["loss"]) for r in csv.DictReader(f) if r["loss"]}
+        return {int(r["step"]): float(r[column]) for r in csv.DictReader(f) if r.get(column)}
 
 
 def with_resume(command: list[str]) -> list[str]:
@@ -131,7 +137,7 @@ def assert_killed_run_resumes_exactly(
     """SIGKILL the run `command` starts (run directory `run_url`, sample keys under `keys`) once its
     step-`kill_at` checkpoint exists, call `between`, resume it with --resume auto, and check it ends as
     the uninterrupted run in `whole` (its `run/` and `keys/`) did: the same windows per step, the same
-    curve to the bit, and the final checkpoint of step `last`."""
+    curve (and val_loss curve, if evaluated) to the bit, and the final checkpoint of step `last`."""
     fs, folder = fsspec.core.url_to_fs(run_url)[0], f"{run_url}/checkpoints"
     kill_once_saved(command, env, f"{folder}/step={kill_at:08d}.ckpt")
     assert not fs.exists(f"{folder}/step={last:08d}.ckpt"), "the run finished before the kill"
@@ -139,5 +145,9 @@ def assert_killed_run_resumes_exactly(
     run(with_resume(command), env=env)
     assert keys_by_step(keys) == keys_by_step(whole / "keys")
     assert losses(f"{run_url}/metrics.csv") == losses(str(whole / "run" / "metrics.csv"))  # to the bit
+    # With evaluation on, the val curve too (both {} without it).
+    assert logged(f"{run_url}/metrics.csv", "val_loss") == logged(
+        str(whole / "run" / "metrics.csv"), "val_loss"
+    )
     fs.invalidate_cache()
     assert fs.exists(f"{folder}/step={last:08d}.ckpt")

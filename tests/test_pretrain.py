@@ -319,22 +319,6 @@ def test_params_prints_the_encoder_count_last() -> None:
     assert last.startswith("encoder:") and abs(int(last.split()[-1].replace(",", "")) / 69.2e6 - 1) < 0.02
 
 
-@pytest.fixture(scope="module")
-def split_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A TUEG-like corpus of 6 subjects split by subject 60/40 into train and val: 4 subjects (95 windows)
-    to train on, 2 others (48 windows) held out. (`tueg_shards` puts all its 4 subjects in train.)"""
-    from eegfm.ingest.fixtures import generate_corpus
-    from eegfm.ingest.recipe import load_recipe
-    from eegfm.ingest.run import run_shards
-
-    base = tmp_path_factory.mktemp("split")
-    generate_corpus("tueg", base / "corpus", seed=0, n_subjects=6, duration_s=120.0)
-    splits = ["splits.train=0.6", "splits.val=0.4", "splits.test=0.0"]
-    recipe = load_recipe("tueg", splits, root=str(base / "corpus"))
-    run_shards(recipe, str(base / "shards"), shard_bytes=512 * 1024, progress=False)
-    return base / "shards"
-
-
 def _heldout_batches(shards: Path, transform: object, epochs: int = 3) -> list[dict]:
     """Every val window of `shards`, `epochs` times over (other groupings, other masks from `transform`),
     in micro-batches of 320 channel-windows."""
