@@ -89,6 +89,11 @@ def label_windows(
     labels = np.full(len(starts), -1, dtype=np.int64)
     reasons: list[str | None] = [None] * len(starts)
     missed: Counter[str] = Counter()
+    if mode == "onset":  # a trial whose window could not be cut has no window to carry a reason
+        onsets = np.unique([a.start_s for a in annotations])
+        uncut = [o for o in onsets if not np.any(np.abs(np.asarray(starts) - o) <= tolerance_s + _EPS)]
+        if uncut:
+            missed["event too close to the recording's edge or a gap"] += len(uncut)
     a_start = np.array([a.start_s for a in annotations], dtype=np.float64)
     a_stop = np.array([a.stop_s for a in annotations], dtype=np.float64)
     if mode == "centred":

@@ -19,6 +19,7 @@ import numpy as np
 
 from eegfm.errors import ConfigError
 from eegfm.ingest.fixtures import (
+    EEGMMIDB_LABELS,
     GENERIC_EEG,
     TUH_EEG,
     Made,
@@ -62,6 +63,29 @@ def posterior_alpha(
     posterior = np.clip((-d[:, 1] - 0.1) / 0.6, 0, 1) + 0.05
     t = np.arange(n) / sfreq
     return 30 * posterior[:, None] * gain[None, :] * np.sin(2 * np.pi * rng.uniform(9.5, 10.5) * t)
+
+
+def sensorimotor_rhythms(
+    names: Sequence[str],
+    n: int,
+    sfreq: float,
+    rng: np.random.Generator,
+    left_gain: np.ndarray,
+    right_gain: np.ndarray,
+) -> np.ndarray:
+    """Mu (~10 Hz) and beta (~20 Hz) rhythms over each hemisphere's sensorimotor cortex (around C3 and C4),
+    with amplitudes following `left_gain` / `right_gain` (per sample): moving or imagining moving a hand
+    desynchronises (suppresses) them over the opposite hemisphere."""
+    d = np.nan_to_num(_directions(names, _MONTAGE))
+    c3, c4 = (np.nan_to_num(_directions([e], _MONTAGE))[0] for e in ("C3", "C4"))
+    near = [np.exp(-((np.arccos(np.clip(d @ c, -1, 1)) / 0.35) ** 2)) for c in (c3, c4)]
+    t = np.arange(n) / sfreq
+    out = np.zeros((len(names), n))
+    for weight, gain in zip(near, (left_gain, right_gain), strict=True):
+        mu = np.sin(2 * np.pi * rng.uniform(9.5, 11.5) * t + rng.uniform(0, 2 * np.pi))
+        beta = np.sin(2 * np.pi * rng.uniform(18, 24) * t + rng.uniform(0, 2 * np.pi))
+        out += weight[:, None] * (gain * (25 * mu + 10 * beta))[None, :]
+    return out
 
 
 # --- corpora -------------------------------------------------------------------------------------------
@@ -146,9 +170,57 @@ def _generic_csv(root: Path, rng: np.random.Generator, n_subjects: int, duration
     return made
 
 
+def _eegmmidb(root: Path, rng: np.random.Generator, n_subjects: int, duration_s: float) -> Made:
+    """EEGMMIDB: `SNNN/SNNNRNN.edf`, EDF+C with the 64 dot-padded channels at 160 Hz and T0/T1/T2
+    annotations as the real runs have them (rest 4.2 s, then a 4.1-s trial, in turn). Runs 4 (imagined
+    left/right fist) and 5 (executed both fists/feet); during a left-fist trial the mu/beta rhythm over the
+    right hemisphere (C4) drops to a fifth, during a right-fist trial over the left (C3); both-fists
+    trials suppress both."""
+    made: Made = {}
+    names = [label.rstrip(".") for label in EEGMMIDB_LABELS]
+    for i in range(max(n_subjects, 2)):
+        for run in (4, 5):
+            sfreq = 160.0
+            n = round(sfreq * duration_s)
+            t = np.arange(n) / sfreq
+            events, onset, k = [], 0.0, 0
+            while onset + 4.2 <= duration_s:
+                code = ("T0", "T1", "T0", "T2")[k % 4]
+                length = 4.2 if code == "T0" else 4.1
+                events.append((round(onset, 4), length, code))
+                onset, k = onset + length, k + 1
+            left, right = np.ones(n), np.ones(n)
+            for start, length, code in events:
+                during = (t >= start) & (t < start + length)
+                if code == "T1":  # left fist (run 4) or both fists (run 5)
+                    right[during] = 0.2
+                    if run == 5:
+                        left[during] = 0.2
+                elif code == "T2" and run == 4:  # right fist
+                    left[during] = 0.2
+            x = simulate_eeg(names, sfreq, duration_s, mains_hz=60.0, rng=rng, alpha_gain=0.5)
+            x += sensorimotor_rhythms(names, n, sfreq, rng, left, right)
+            signals = [
+                Signal(label, v, sfreq, physical_min=-8092.0, physical_max=8092.0)
+                for label, v in zip(EEGMMIDB_LABELS, x, strict=True)
+            ]
+            rel = f"S{i + 1:03d}/S{i + 1:03d}R{run:02d}.edf"
+            write_edf(
+                root / rel,
+                signals,
+                edf_plus="C",
+                annotations=events,
+                recording="Startdate 12-AUG-2009 X X BCI2000",
+                start=datetime(2009, 8, 12, 16, 15, 0),
+            )
+            made[rel] = (f"run_{run}",)
+    return made
+
+
 _MAKERS: dict[str, Callable[[Path, np.random.Generator, int, float], Made]] = {
     "tuab": _tuab,
     "generic-csv": _generic_csv,
+    "eegmmidb": _eegmmidb,
 }
 TASKS = tuple(_MAKERS)
 

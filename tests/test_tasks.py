@@ -333,3 +333,94 @@ def test_a_task_recipe_with_a_class_outside_its_classes_is_refused(tmp_path: Pat
         load_task("tuab", ["label_map.abnormal=weird"])
     with pytest.raises(ConfigError, match=r"did you mean windows\.length_s"):
         load_task("tuab", ["windows.lenght_s=5"])
+
+
+def test_onset_windows_start_at_each_trial_and_trials_without_room_are_counted() -> None:
+    trials = [A(0, 4.2, "a"), A(4.2, 8.3, "b"), A(8.3, 10.0, "a"), A(10.0, 14.1, "b")]
+    # The windower cut windows at 0, 4.2 and 8.3; 10.0 + 4 ran past the recording's end.
+    labels, reasons, missed = _labels("onset", [0.0, 4.2, 8.3], 4.0, trials)
+    assert labels == [0, 1, -1] and reasons == [None, None, "overlaps two labels"]
+    assert missed == Counter({"event too close to the recording's edge or a gap": 1})
+
+
+# --- EEGMMIDB: EDF+ annotations read by run number ----------------------------------------------------------
+
+
+def test_eegmmidb_run_numbers_give_t1_t2_their_meaning() -> None:
+    from eegfm.ingest.labels.eegmmidb import event_text
+
+    assert [event_text(r, "T1") for r in (3, 4, 7, 8, 11, 12)] == ["left fist"] * 6
+    assert [event_text(r, "T2") for r in (3, 4, 7, 8, 11, 12)] == ["right fist"] * 6
+    assert [event_text(r, "T1") for r in (5, 6, 9, 10, 13, 14)] == ["both fists"] * 6
+    assert [event_text(r, "T2") for r in (5, 6, 9, 10, 13, 14)] == ["both feet"] * 6
+    assert event_text(4, "T0") == event_text(13, "T0") == "rest"
+    assert event_text(1, "T0") == "baseline eyes open" and event_text(2, "T0") == "baseline eyes closed"
+
+
+def _eegmmidb_expected(path: Path, run: int) -> list[tuple[float, float, str]]:
+    """The test's own reading of a run's annotations, with MNE: (onset, duration, class or None)."""
+    import mne
+
+    names = (
+        {"T0": "rest", "T1": "left_fist", "T2": "right_fist"}
+        if run in (3, 4, 7, 8, 11, 12)
+        else {"T0": "rest"}
+    )
+    found = mne.read_annotations(path)
+    return [
+        (float(o), float(d), names.get(t))
+        for o, d, t in zip(found.onset, found.duration, found.description, strict=True)
+    ]
+
+
+def test_real_eegmmidb_run_through_the_eegmmidb_task(real_edf_dir: Path, tmp_path: Path) -> None:
+    """The real 64-channel run (T0/T1/T2) under its EEGMMIDB name by a symbolic link (not a copy)."""
+    real = real_edf_dir / "EDF" / "test_edf_overlapping_annotations.edf"
+    (tmp_path / "corpus" / "S001").mkdir(parents=True)
+    (tmp_path / "corpus" / "S001" / "S001R04.edf").symlink_to(real.resolve())
+    manifest = _ingest("eegmmidb", tmp_path / "corpus", tmp_path / "out")
+    check_contract(tmp_path / "out", window_samples=800)
+    (f,) = manifest["files"]
+    assert f["status"] == "written" and len(f["channels"]) == 64
+    expected = _eegmmidb_expected(real, 4)
+    metas = _samples(tmp_path / "out")
+    for meta in metas:  # each window is a trial from its onset, and lies within it
+        (onset, duration, name) = min(expected, key=lambda e: abs(e[0] - meta["start_s"]))
+        assert abs(onset - meta["start_s"]) < 0.005 and duration >= 4.0
+        assert meta["label_name"] == name and meta["task"] == "eegmmidb"
+    fits = [e for e in expected if e[0] + 4.0 <= 124.0]
+    labelled = [e for e in fits if e[1] >= 4.0]
+    assert len(metas) == len(labelled) > 0
+    assert {m["label_name"] for m in metas} == {"left_fist", "right_fist"}
+    # Rest periods here last 1.375 s: their 4-s windows run into the next trial, and are counted.
+    assert f["unlabelled"]["overlaps two labels"] == len(fits) - len(labelled) > 0
+    assert sum(f["unlabelled"].values()) + len(metas) == len({e[0] for e in expected})
+
+
+def test_eegmmidb_fixture_labels_and_contralateral_desynchronisation(tmp_path: Path) -> None:
+    made = generate_task_corpus("eegmmidb", tmp_path / "corpus", seed=0, n_subjects=2, duration_s=40.0)
+    manifest = _ingest("eegmmidb", tmp_path / "corpus", tmp_path / "out")
+    assert manifest["totals"]["unlabelled_reasons"] == {
+        "label ignored by the task 'both fists'": 4,
+        "label ignored by the task 'both feet'": 4,
+    }
+    power = defaultdict(list)
+    for shard in manifest["shards"]:
+        for members in read_shard(tmp_path / "out" / shard["url"]).values():
+            meta = json.loads(members[contract.META_SUFFIX])
+            run = int(meta["source_file"][-6:-4])
+            expected = _eegmmidb_expected(tmp_path / "corpus" / meta["source_file"], run)
+            (onset, _, name) = min(expected, key=lambda e: abs(e[0] - meta["start_s"]))
+            assert abs(onset - meta["start_s"]) < 0.005 and meta["label_name"] == name
+            import io
+
+            eeg = np.load(io.BytesIO(members[contract.EEG_SUFFIX])).astype(float)
+            spectrum = np.abs(np.fft.rfft(eeg, axis=1)) ** 2
+            mu = (np.fft.rfftfreq(eeg.shape[1], 1 / 200.0) >= 8) & (
+                np.fft.rfftfreq(eeg.shape[1], 1 / 200.0) <= 13
+            )
+            c3, c4 = (meta["channels"].index(c) for c in ("C3", "C4"))
+            power[meta["label_name"]].append(spectrum[c3, mu].sum() / spectrum[c4, mu].sum())
+    assert made and len(power["left_fist"]) == len(power["right_fist"]) == 4
+    # Left fist: C4 (right hemisphere) desynchronised, so C3/C4 mu power is high; right fist: low.
+    assert min(power["left_fist"]) > 2 > 0.5 > max(power["right_fist"])
