@@ -88,6 +88,24 @@ def sensorimotor_rhythms(
     return out
 
 
+def evolving_seizure(
+    names: Sequence[str], n: int, sfreq: float, rng: np.random.Generator, start_s: float, stop_s: float
+) -> np.ndarray:
+    """A seizure: rhythmic discharges that start focal at ~8 Hz and evolve, slowing to ~3 Hz, growing
+    (to ~150 µV) and spreading over the head, then stop abruptly."""
+    d = np.nan_to_num(_directions(names, _MONTAGE))
+    focus = d[int(rng.integers(len(names)))]
+    distance = np.arccos(np.clip(d @ focus, -1, 1))
+    t = np.arange(n) / sfreq
+    during = (t >= start_s) & (t < stop_s)
+    progress = np.clip((t - start_s) / max(stop_s - start_s, 1e-9), 0, 1)
+    frequency = 8.0 - 5.0 * progress  # Hz, slowing
+    phase = 2 * np.pi * np.cumsum(frequency) / sfreq
+    spread = np.exp(-((distance[:, None] / (0.4 + 1.6 * progress[None, :])) ** 2))
+    wave = np.sign(np.sin(phase)) * np.abs(np.sin(phase)) ** 0.5  # sharp, spiky rhythm
+    return 150 * (0.3 + 0.7 * progress)[None, :] * spread * wave[None, :] * during[None, :]
+
+
 # --- corpora -------------------------------------------------------------------------------------------
 
 
@@ -217,10 +235,62 @@ def _eegmmidb(root: Path, rng: np.random.Generator, n_subjects: int, duration_s:
     return made
 
 
+def _tusz(root: Path, rng: np.random.Generator, n_subjects: int, duration_s: float) -> Made:
+    """TUSZ: `edf/<train|dev|eval>/<subject>/sNNN_YYYY/01_tcp_ar/<subject>_sNNN_t000.edf` with its
+    `.csv_bi` (TERM rows, bckg/seiz). One evolving seizure in each recording but every third; one low-
+    confidence (0.3) seizure row that the task ignores, and the last row's stop time rounded past the
+    end, as TUH files have them."""
+    made: Made = {}
+    for i in range(max(n_subjects, 3)):
+        subject = tuh_subject(300 + i)
+        official = ("train", "dev", "eval")[i % 3]
+        sfreq = (256.0, 250.0)[i % 2]
+        rel = f"edf/{official}/{subject}/s001_2015/01_tcp_ar/{subject}_s001_t000.edf"
+        x = simulate_eeg(TUH_EEG, sfreq, duration_s, mains_hz=60.0, rng=rng)
+        rows = []
+        if i % 3 != 2:
+            start = float(round(rng.uniform(0.2, 0.4) * duration_s, 4))
+            stop = float(round(start + rng.uniform(0.25, 0.4) * duration_s, 4))
+            x += evolving_seizure(TUH_EEG, x.shape[1], sfreq, rng, start, stop)
+            rows = [
+                (0.0, start, "bckg", 1.0),
+                (start, stop, "seiz", 1.0),
+                (stop, duration_s + 0.5, "bckg", 1.0),
+            ]
+        else:
+            rows = [(0.0, duration_s / 2, "bckg", 1.0), (duration_s / 2, duration_s + 0.5, "bckg", 1.0)]
+            rows.insert(1, (duration_s / 4, duration_s / 4 + 3.0, "seiz", 0.3))
+        signals = [
+            Signal(f"EEG {e}-REF", v, sfreq, physical_min=-4999.84, physical_max=4999.84)
+            for e, v in zip(TUH_EEG, x, strict=True)
+        ]
+        write_edf(
+            root / rel,
+            signals,
+            patient=f"{subject} F 01-JAN-1900 {subject} Age:{int(rng.integers(18, 90))}",
+            recording=f"Startdate 01-JAN-2015 {subject}_s001 TUH X",
+            start=datetime(2015, 1, 1, 9, 0, 0),
+        )
+        text = [
+            "# version = csv_v1.0.0",
+            f"# bname = {subject}_s001_t000",
+            f"# duration = {duration_s:.2f} secs",
+            "# montage_file = $NEDC_NFC/lib/nedc_eas_default_montage.txt",
+            "#",
+            "channel,start_time,stop_time,label,confidence",
+            *(f"TERM,{a:.4f},{b:.4f},{label},{c:.4f}" for a, b, label, c in rows),
+        ]
+        (root / rel).with_suffix(".csv_bi").write_text("\n".join(text) + "\n")
+        made[rel] = (official,)
+        made[rel.removesuffix(".edf") + ".csv_bi"] = ("labels",)
+    return made
+
+
 _MAKERS: dict[str, Callable[[Path, np.random.Generator, int, float], Made]] = {
     "tuab": _tuab,
     "generic-csv": _generic_csv,
     "eegmmidb": _eegmmidb,
+    "tusz": _tusz,
 }
 TASKS = tuple(_MAKERS)
 

@@ -424,3 +424,81 @@ def test_eegmmidb_fixture_labels_and_contralateral_desynchronisation(tmp_path: P
     assert made and len(power["left_fist"]) == len(power["right_fist"]) == 4
     # Left fist: C4 (right hemisphere) desynchronised, so C3/C4 mu power is high; right fist: low.
     assert min(power["left_fist"]) > 2 > 0.5 > max(power["right_fist"])
+
+
+# --- TUSZ: .csv_bi beside each EDF ----------------------------------------------------------------------
+
+
+def test_tuh_csv_bi_parser_ignores_low_confidence_and_clips_to_the_recording() -> None:
+    from eegfm.ingest.labels import LabelError
+    from eegfm.ingest.labels.tuh_csv import parse_tuh_csv
+
+    text = (
+        "# version = csv_v1.0.0\n# duration = 60.00 secs\n#\nchannel,start_time,stop_time,label,confidence\n"
+        "TERM,0.0000,20.0000,bckg,1.0000\nTERM,20.0000,35.5000,seiz,0.9000\nTERM,25.0000,27.0000,seiz,0.4999\n"
+        "TERM,35.5000,60.7500,bckg,1.0000\nTERM,61.0000,62.0000,seiz,1.0000\n"
+    )
+    assert parse_tuh_csv(text, 60.0) == [A(0.0, 20.0, "bckg"), A(20.0, 35.5, "seiz"), A(35.5, 60.0, "bckg")]
+    with pytest.raises(LabelError, match="header"):
+        parse_tuh_csv("start,stop,label\n1,2,seiz\n", 60.0)
+    with pytest.raises(LabelError, match="row 3"):
+        parse_tuh_csv(
+            "channel,start_time,stop_time,label,confidence\nTERM,0,1,bckg,1\nTERM,x,2,seiz,1\n", 60.0
+        )
+
+
+def _tusz_truth(csv_bi: Path, duration_s: float, start: float, stop: float) -> str | None:
+    """The test's own reading of a .csv_bi: the class of the confident rows covering [start, stop)."""
+    rows = []
+    for line in csv_bi.read_text().splitlines():
+        if line.startswith("TERM,"):
+            _, a, b, label, confidence = line.split(",")
+            if float(confidence) >= 0.5:
+                rows.append((float(a), min(float(b), duration_s), label))
+    inside = [(a, b, label) for a, b, label in rows if a < stop and b > start]
+    labels = {label for _, _, label in inside}
+    covered = sum(min(b, stop) - max(a, start) for a, b, _ in inside)
+    if len(labels) != 1 or covered < stop - start - 1e-6:
+        return None
+    return {"bckg": "background", "seiz": "seizure"}[labels.pop()]
+
+
+def test_tusz_windows_match_csv_bi_and_official_splits_are_kept(tmp_path: Path) -> None:
+    import io
+
+    corpus = tmp_path / "corpus"
+    made = generate_task_corpus("tusz", corpus, seed=0, n_subjects=3, duration_s=60.0)
+    manifest = _ingest("tusz", corpus, tmp_path / "out")
+    check_contract(tmp_path / "out")
+    grid = np.arange(0.0, 50.0 + 1e-9, 5.0)
+    theta = defaultdict(list)
+    for f in manifest["files"]:
+        csv_bi = (corpus / f["path"]).with_suffix(".csv_bi")
+        truth = Counter(_tusz_truth(csv_bi, 60.0, s, s + 10.0) for s in grid)
+        assert f["class_counts"] == {k: v for k, v in truth.items() if k}
+        assert f["unlabelled"] == ({"overlaps two labels": truth[None]} if truth[None] else {})
+        official = made[f["path"]][0]
+        assert f["split"] == {"train": "train", "dev": "val", "eval": "test"}[official]
+    for shard in manifest["shards"]:
+        for members in read_shard(tmp_path / "out" / shard["url"]).values():
+            meta = json.loads(members[contract.META_SUFFIX])
+            csv_bi = (corpus / meta["source_file"]).with_suffix(".csv_bi")
+            assert meta["label_name"] == _tusz_truth(csv_bi, 60.0, meta["start_s"], meta["start_s"] + 10.0)
+            eeg = np.load(io.BytesIO(members[contract.EEG_SUFFIX])).astype(float)
+            spectrum = np.abs(np.fft.rfft(eeg, axis=1)) ** 2
+            freqs = np.fft.rfftfreq(eeg.shape[1], 1 / 200.0)
+            theta[meta["label_name"]].append(spectrum[:, (freqs >= 3) & (freqs <= 8)].sum() / spectrum.sum())
+    # The eval recording's only seizure row has confidence 0.3: no seizure window there.
+    assert manifest["class_counts"]["test"]["seizure"] == 0 and manifest["class_counts"]["test"]["background"]
+    # Seizure windows: rhythmic 3-8 Hz discharges dominate.
+    assert min(theta["seizure"]) > max(theta["background"])
+
+
+def test_a_recording_without_its_csv_bi_is_skipped_with_why(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    generate_task_corpus("tusz", corpus, seed=0, n_subjects=3, duration_s=30.0)
+    victim = sorted(corpus.rglob("*.csv_bi"))[0]
+    victim.unlink()
+    manifest = _ingest("tusz", corpus, tmp_path / "out")
+    skipped = [f for f in manifest["files"] if f["status"] == "skipped"]
+    assert [f["reason"] for f in skipped] == ["no .csv_bi label file (" + victim.name + ")"]
