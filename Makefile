@@ -5,6 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DATASET ?= generic
+TASK ?=
 ROOT ?=
 OUT ?=
 WORKERS ?= 1
@@ -15,7 +16,7 @@ LAUNCH ?= configs/launch/slurm_4x8_reve_base.yaml
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help setup lock demo shards merge fixtures test test-gpu golden lint format bench-ingest bench-train bench-stream simulate-stream submit-slurm submit-k8s docker clean
+.PHONY: help setup lock demo shards tasks merge fixtures test test-gpu golden lint format bench-ingest bench-train bench-stream simulate-stream submit-slurm submit-k8s docker clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -42,13 +43,17 @@ lock:  ## re-resolve the dependencies into requirements.lock (needs network)
 demo: $(STAMP)  ## the embedded default end to end: generate a small corpus, ingest it, report where things are
 	$(BIN)/eegfm demo --out $(DEMO_DIR)
 
-shards: $(STAMP)  ## ingest a corpus: make shards DATASET=tueg [ROOT=…] [OUT=…] [WORKERS=N] [ON=slurm TASKS=64]
+shards: $(STAMP)  ## ingest a corpus: make shards DATASET=tueg | TASK=tuab [ROOT=…] [OUT=…] [WORKERS=N] [ON=slurm TASKS=64]
 ifeq ($(ON),slurm)
 	$(BIN)/eegfm submit slurm --ingest --config $(LAUNCH) ingest.dataset=$(DATASET) ingest.tasks=$(TASKS) \
 		$(if $(ROOT),ingest.root=$(ROOT)) $(if $(OUT),ingest.out=$(OUT))
 else
-	$(BIN)/eegfm shards --dataset $(DATASET) $(if $(ROOT),--root $(ROOT)) $(if $(OUT),--out $(OUT)) --workers $(WORKERS)
+	$(BIN)/eegfm shards $(if $(TASK),--task $(TASK),--dataset $(DATASET)) $(if $(ROOT),--root $(ROOT)) \
+		$(if $(OUT),--out $(OUT)) --workers $(WORKERS)
 endif
+
+tasks: $(STAMP)  ## list the labelled tasks (make shards TASK=<name> ingests one)
+	$(BIN)/eegfm tasks
 
 test: $(STAMP)  ## the whole test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

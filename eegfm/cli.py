@@ -14,8 +14,19 @@ def _shards(args: argparse.Namespace) -> int:
     from eegfm.ingest.recipe import load_recipe
     from eegfm.ingest.run import run_shards
 
-    recipe = load_recipe(args.dataset, args.overrides, root=args.root)
-    out = args.out or f"shards/{recipe.name}"
+    if (args.dataset is None) == (args.task is None):
+        raise ConfigError("eegfm shards: give exactly one of --dataset (pretraining) and --task (labelled)")
+    labeller = None
+    if args.task is not None:
+        from eegfm.ingest.tasks import Labeller, dataset_recipe, load_task
+
+        task = load_task(args.task, args.overrides)
+        recipe = dataset_recipe(task, root=args.root)
+        labeller = Labeller.prepare(task, recipe.root)
+        out = args.out or f"shards/{task.name}"
+    else:
+        recipe = load_recipe(args.dataset, args.overrides, root=args.root)
+        out = args.out or f"shards/{recipe.name}"
     manifest = run_shards(
         recipe,
         out,
@@ -24,6 +35,7 @@ def _shards(args: argparse.Namespace) -> int:
         task_index=args.task_index,
         shard_bytes=int(args.shard_mb * 1024 * 1024),
         progress=not args.no_progress,
+        labeller=labeller,
     )
     if args.num_tasks == 1:
         _print_summary(manifest, out)
@@ -50,14 +62,39 @@ def _print_summary(manifest: dict, out: str) -> None:
     )
     for reason, count in t["skip_reasons"].items():
         print(f"  skipped {count:5d}: {reason}")
+    if "classes" in manifest:
+        for split, counts in manifest["class_counts"].items():
+            print(f"  {split:5s} " + ", ".join(f"{name} {n}" for name, n in counts.items()))
+        for reason, count in t.get("unlabelled_reasons", {}).items():
+            print(f"  unlabelled {count:5d}: {reason}")
     print(f"shards:   {out}")
     print(f"manifest: {join_url(out, contract.MANIFEST_NAME)}")
     print(f"report:   {join_url(out, contract.REPORT_NAME)}")
 
 
+def _tasks(args: argparse.Namespace) -> int:
+    from eegfm.ingest.tasks import available_tasks, load_task
+
+    for name in available_tasks():
+        task = load_task(name)
+        print(
+            f"{task.name:12s} dataset {task.dataset}, labels {task.labels.source}, "
+            f"{task.windows.length_s:g}-s windows ({task.windows.mode}): {', '.join(task.classes)}"
+        )
+    return 0
+
+
 def _fixtures(args: argparse.Namespace) -> int:
     from eegfm.ingest.fixtures import generate_corpus
 
+    if args.task:
+        from eegfm.ingest.task_fixtures import generate_task_corpus
+
+        made = generate_task_corpus(
+            args.recipe, args.dir, seed=args.seed, n_subjects=args.subjects, duration_s=args.duration
+        )
+        print(f"wrote {len(made)} files of a labelled {args.recipe} corpus under {args.dir}")
+        return 0
     paths = generate_corpus(
         args.recipe, args.dir, seed=args.seed, n_subjects=args.subjects, duration_s=args.duration
     )
@@ -245,7 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="verb", required=True)
 
     p = verbs.add_parser("shards", help="ingest a corpus into WebDataset shards")
-    p.add_argument("--dataset", required=True, help="a recipe under configs/datasets/ (or a YAML path)")
+    p.add_argument("--dataset", help="a recipe under configs/datasets/ (or a YAML path)")
+    p.add_argument("--task", help="a task under configs/tasks/ (or a YAML path): labelled shards")
     p.add_argument("--root", help="where the corpus is (local path or s3://…); default: the recipe's root")
     p.add_argument("--out", help="output folder or URL; default shards/<dataset>")
     p.add_argument("--workers", type=int, default=1, help="processes on this machine")
@@ -253,19 +291,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task-index", type=int, default=0, help="which partition this process ingests")
     p.add_argument("--shard-mb", type=float, default=256, help="target shard size in MiB")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("overrides", nargs="*", help="recipe overrides, key=value (e.g. preprocess.window_s=5)")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        help="recipe or task overrides, key=value (e.g. preprocess.window_s=5, windows.stride_s=2)",
+    )
     p.set_defaults(func=_shards)
+
+    p = verbs.add_parser("tasks", help="list the task recipes: dataset, label source, windows, classes")
+    p.set_defaults(func=_tasks)
 
     p = verbs.add_parser("merge", help="write manifest.json (and the QC report) from finished task manifests")
     p.add_argument("--out", required=True, help="the output folder or URL the tasks wrote to")
     p.set_defaults(func=_merge)
 
     p = verbs.add_parser("fixtures", help="generate a small corpus with a recipe's layout and quirks")
-    p.add_argument("recipe")
+    p.add_argument("recipe", help="a dataset recipe's name (with --task: a task's name)")
     p.add_argument("dir")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--subjects", type=int, default=3)
     p.add_argument("--duration", type=float, default=60.0, help="seconds per recording")
+    p.add_argument("--task", action="store_true", help="a task's labelled corpus, with its label files")
     p.set_defaults(func=_fixtures)
 
     p = verbs.add_parser("pretrain", help="pretrain on shards as a config says (Lightning; multi-node)")

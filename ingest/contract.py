@@ -47,6 +47,13 @@ REQUIRED_META = (
     "channel_std",
 )
 
+# Labelled (task) shards: the same contract, plus these keys in every sample's JSON (`task` names the task
+# recipe, configs/tasks/<task>.yaml; `label` is the class's index in the manifest's `classes`, `label_name`
+# the class) and these in the manifest (`classes`: names in label order; `class_counts`: {split: {class:
+# windows}}). A task's shards are named like a dataset's, with the task's name as the dataset part.
+TASK_META = ("task", "label", "label_name")
+TASK_MANIFEST = ("task", "classes", "class_counts")
+
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 

@@ -277,12 +277,16 @@ def simulate_eeg(
     mains_hz: float,
     rng: np.random.Generator,
     montage: str = _MONTAGE,
+    alpha_hz: tuple[float, float] = (9.0, 11.0),
+    alpha_gain: float = 1.0,
 ) -> np.ndarray:
     """Scalp-EEG-like signals (µV, C×T) for electrodes `names` of `montage`, deterministic from `rng`.
 
     1/f background mixed from sources over the head (neighbours correlate), ~10 Hz alpha over occipital and
     parietal electrodes, mains hum below Nyquist, blinks on frontal electrodes, a high-frequency muscle
     burst over temporal ones and one electrode pop. Names the montage lacks get the background only.
+    `alpha_hz` (the range the posterior rhythm's frequency is drawn from) and `alpha_gain` let labelled
+    fixtures slow or weaken it (an abnormal EEG) or take it out to add their own (`task_fixtures`).
     """
     n = round(sfreq * duration_s)
     t = np.arange(n) / sfreq
@@ -304,8 +308,8 @@ def simulate_eeg(
     envelope = _band_noise(rng, n, sfreq, 0.02, 0.3)
     envelope = 0.25 + 0.75 * (envelope - envelope.min()) / np.ptp(envelope)
     lag = rng.uniform(-0.3, 0.3, (c, 1))
-    alpha = np.sin(2 * np.pi * rng.uniform(9.0, 11.0) * t + rng.uniform(0, 2 * np.pi) + lag) * envelope
-    x += rng.uniform(18, 26) * posterior[:, None] * alpha
+    alpha = np.sin(2 * np.pi * rng.uniform(*alpha_hz) * t + rng.uniform(0, 2 * np.pi) + lag) * envelope
+    x += alpha_gain * rng.uniform(18, 26) * posterior[:, None] * alpha
     # Mains hum, a few µV with its own phase on every electrode (an anti-alias filter removes it at Nyquist).
     if mains_hz < sfreq / 2:
         amplitude = rng.uniform(1.5, 5.0, (c, 1)) * known[:, None]

@@ -79,7 +79,7 @@ def build_manifest(tasks: list[dict[str, Any]]) -> dict[str, Any]:
     shards = sorted((s for t in tasks for s in t["shards"]), key=lambda s: s["url"])
     histogram = [sum(col) for col in zip(*(t["histogram"] for t in tasks), strict=True)]
     montages = {tag: m for t in tasks for tag, m in t["montages"].items()}
-    return {
+    manifest = {
         "format": FORMAT,
         "dataset": first["dataset"],
         "code_version": code_version(),
@@ -89,6 +89,28 @@ def build_manifest(tasks: list[dict[str, Any]]) -> dict[str, Any]:
         "totals": totals(files, shards, histogram, montages),
         "files": files,
     }
+    if "labels" in first:  # a task's labelled shards: contract.TASK_MANIFEST
+        classes = first["labels"]["classes"]
+        manifest |= {
+            "task": first["labels"]["task"],
+            "classes": classes,
+            "class_counts": class_counts(files, classes),
+        }
+        manifest["totals"]["unlabelled_reasons"] = dict(
+            sum((Counter(f.get("unlabelled", {})) for f in files), Counter()).most_common()
+        )
+    return manifest
+
+
+def class_counts(files: list[dict[str, Any]], classes: list[str]) -> dict[str, dict[str, int]]:
+    """{split: {class: windows written}} for every contract split and class, zeros included: a class
+    missing from a split is itself a finding."""
+    counts = {split: dict.fromkeys(classes, 0) for split in contract.SPLITS}
+    for f in files:
+        if f["status"] == "written":
+            for name, n in f.get("class_counts", {}).items():
+                counts.setdefault(f["split"], dict.fromkeys(classes, 0))[name] += n
+    return counts
 
 
 def totals(

@@ -14,7 +14,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fsspec
 import numpy as np
@@ -24,9 +24,13 @@ from eegfm.ingest import contract
 from eegfm.ingest.channel_plan import ChannelPlan, plan_channels
 from eegfm.ingest.edf import EdfError, contiguous_segments, read_header
 from eegfm.ingest.edf import record_onsets as read_record_onsets
+from eegfm.ingest.labels import LabelError
 from eegfm.ingest.preprocess import preprocess_hash
 from eegfm.ingest.recipe import Recipe, SourceFile
 from eegfm.ingest.windows import Sample, Windower, read_spool, stream_windows
+
+if TYPE_CHECKING:
+    from eegfm.ingest.tasks import Labeller
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +55,18 @@ class FileOutcome:
     dropped_channels: dict[str, str] = field(default_factory=dict)
     dropped_windows: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # Task (labelled) ingest only, and only then in the manifest's lines:
+    class_counts: dict[str, int] = field(default_factory=dict)  # windows written per class
+    unlabelled: dict[str, int] = field(default_factory=dict)  # windows (and events) left unlabelled, by why
     # Kept out of the manifest's per-file lines (summed or tabulated per task instead):
     histogram: list[int] = field(default_factory=list)  # amplitude counts over HISTOGRAM_EDGES
     positions: list[list[float]] = field(default_factory=list)  # per channel, metres
 
     def as_record(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k not in ("histogram", "positions")}
+        record = {k: v for k, v in asdict(self).items() if k not in ("histogram", "positions")}
+        if not (self.class_counts or self.unlabelled):  # a pretraining ingest: its lines as they always were
+            del record["class_counts"], record["unlabelled"]
+        return record
 
 
 @dataclass
@@ -79,13 +89,16 @@ def skipped(source: SourceFile, reason: str, **details: Any) -> IngestedFile:
     return IngestedFile(outcome, iter(()))
 
 
-def ingest_file(source: SourceFile, recipe: Recipe, spool_dir: str | None = None) -> IngestedFile:
-    """Read, select, preprocess and window one file. Never raises for bad input: it returns a skip."""
+def ingest_file(
+    source: SourceFile, recipe: Recipe, spool_dir: str | None = None, labeller: Labeller | None = None
+) -> IngestedFile:
+    """Read, select, preprocess and window one file (and label its windows, for a task's `labeller`).
+    Never raises for bad input: it returns a skip."""
     if source.skip_reason:
         return skipped(source, source.skip_reason)
     try:
         with fsspec.open(source.url, "rb") as f:
-            return _ingest_open_file(f, source, recipe, spool_dir)
+            return _ingest_open_file(f, source, recipe, spool_dir, labeller)
     except EdfError as e:
         return skipped(source, f"unreadable: {e}")
     except OSError as e:
@@ -101,7 +114,9 @@ def ingest_file(source: SourceFile, recipe: Recipe, spool_dir: str | None = None
         return skipped(source, f"failed: {type(e).__name__}: {e}")
 
 
-def _ingest_open_file(f: Any, source: SourceFile, recipe: Recipe, spool_dir: str | None) -> IngestedFile:
+def _ingest_open_file(
+    f: Any, source: SourceFile, recipe: Recipe, spool_dir: str | None, labeller: Labeller | None
+) -> IngestedFile:
     config = recipe.preprocess
     header = read_header(f, source.size)
     notes = list(header.notes)
@@ -109,6 +124,13 @@ def _ingest_open_file(f: Any, source: SourceFile, recipe: Recipe, spool_dir: str
         return skipped(source, "annotation-only file (no signal channels)", notes=notes)
     if header.n_records == 0:
         return skipped(source, "no complete data record", notes=notes)
+    labels = None
+    if labeller is not None:
+        try:
+            annotations = labeller.annotations(source, f, header)
+        except LabelError as e:
+            return skipped(source, str(e), notes=notes)
+        labels = (labeller, annotations)
     plan = plan_channels(header, recipe)
     notes += plan.notes
     details = {"dropped_channels": plan.dropped, "notes": notes}
@@ -125,10 +147,13 @@ def _ingest_open_file(f: Any, source: SourceFile, recipe: Recipe, spool_dir: str
     if all((b - a) * header.record_duration < config.window_s for a, b, _ in segments):
         return skipped(source, f"shorter than one window ({duration:g} s < {config.window_s:g} s)", **details)
 
+    placement: dict[str, Any] = {}
+    if labels is not None:
+        placement = {"stride_s": labeller.stride_s, "starts_s": labeller.window_starts(labels[1])}
     spool = tempfile.TemporaryFile(dir=spool_dir)  # noqa: SIM115 - closed by the sample stream or below
     try:
-        windower = stream_windows(f, header, plan, segments, config, recipe.mains_hz, spool)
-        return _finish(source, recipe, plan, windower, spool, details)
+        windower = stream_windows(f, header, plan, segments, config, recipe.mains_hz, spool, **placement)
+        return _finish(source, recipe, plan, windower, spool, details, labels)
     except BaseException:
         spool.close()
         raise
@@ -141,8 +166,13 @@ def _finish(
     windower: Windower,
     spool: Any,
     details: dict[str, Any],
+    labels: tuple[Labeller, list[Any]] | None = None,
 ) -> IngestedFile:
-    """Recording-level QC (flat channels, bad windows), statistics, and the lazy sample stream."""
+    """Recording-level QC (flat channels, bad windows), statistics, labels, and the lazy sample stream.
+
+    The recording's statistics come from every window that passes QC, labelled or not: they describe the
+    recording, whatever a task keeps of it.
+    """
     config = recipe.preprocess
     std, total, total_sq, starts = windower.stats()
     dropped_windows: Counter[str] = Counter()
@@ -173,6 +203,19 @@ def _finish(
     count = len(kept) * config.window_samples
     mean = total[kept][:, live].sum(axis=0) / count
     var = np.maximum(total_sq[kept][:, live].sum(axis=0) / count - mean**2, 0.0)
+    window_meta = None
+    if labels is not None:
+        labeller, annotations = labels
+        labelled = labeller.label(starts, annotations, config.target_sfreq)
+        details["unlabelled"] = dict(labelled.unlabelled(keep).most_common())
+        keep &= labelled.labels >= 0
+        if not keep.any():
+            spool.close()
+            why = next(iter(details["unlabelled"]), "no window")
+            return skipped(source, f"no labelled window ({why})", **details)
+        kept = np.flatnonzero(keep)
+        window_meta = [labeller.meta(int(label)) for label in labelled.labels[kept]]
+        details["class_counts"] = dict(Counter(m["label_name"] for m in window_meta))
     channels = [c for c, alive in zip(plan.channels, live, strict=True) if alive]
     names = [c.name for c in channels]
     hours = len(kept) * config.window_s / 3600
@@ -216,5 +259,5 @@ def _finish(
         "channel_std": [round(float(v), 4) for v in np.sqrt(var)],
     }
     positions = np.array([c.position for c in channels], dtype=np.float32)
-    samples = read_spool(spool, kept, starts[kept], live, meta, positions, config, source.path)
+    samples = read_spool(spool, kept, starts[kept], live, meta, positions, config, source.path, window_meta)
     return IngestedFile(outcome, samples)

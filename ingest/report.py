@@ -93,6 +93,7 @@ def render_report_html(manifest: dict[str, Any]) -> str:
         ),
         "<h2>Per split</h2>",
         _split_table(totals["per_split"]),
+        *_label_sections(manifest),
         "<h2>Per montage</h2>",
         _table(
             ["tag", "name", "channels", "hours", "samples", "channel names"],
@@ -358,6 +359,24 @@ def _split_table(per_split: dict[str, dict[str, Any]]) -> str:
     keys = ["files", "subjects", "samples", "hours", "shards"]
     empty = {"files": 0, "subjects": 0, "samples": 0, "hours": 0.0, "shards": 0}
     return _table(["split", *keys], [[s, *(per_split.get(s, empty).get(k, 0) for k in keys)] for s in splits])
+
+
+def _label_sections(manifest: dict[str, Any]) -> list[str]:
+    """A task's windows per split and class, and why windows went unlabelled (nothing for pretraining)."""
+    if "classes" not in manifest:
+        return []
+    classes, counts = manifest["classes"], manifest["class_counts"]
+    splits = [*contract.SPLITS, *sorted(set(counts) - set(contract.SPLITS))]
+    rows = [
+        [s, *(counts.get(s, {}).get(c, 0) for c in classes), sum(counts.get(s, {}).values())] for s in splits
+    ]
+    return [
+        f"<h2>Labels: task {_esc(manifest['task'])}</h2>",
+        "<p>Windows per split and class (label = column order).</p>",
+        _table(["split", *(f"{i}: {c}" for i, c in enumerate(classes)), "all"], rows),
+        "<h3>Unlabelled windows and events</h3>",
+        _counts_table(manifest["totals"].get("unlabelled_reasons", {}), "windows or events"),
+    ]
 
 
 def _counts_table(counts: dict[str, int], what: str) -> str:

@@ -24,9 +24,9 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from multiprocessing import get_context
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -51,6 +51,9 @@ from eegfm.storage import (
     write_json,
 )
 
+if TYPE_CHECKING:
+    from eegfm.ingest.tasks import Labeller
+
 DEFAULT_SHARD_BYTES = 256 * 1024 * 1024
 SPOOL_SUFFIX = ".spool"  # `_tasks/<task stem>.spool/run-*/`: the workers' spools of a live run
 _SPOOL_LOCK = "lock"
@@ -72,8 +75,13 @@ def run_task(
     task_index: int = 0,
     shard_bytes: int = DEFAULT_SHARD_BYTES,
     progress: bool = True,
+    labeller: Labeller | None = None,
 ) -> dict[str, Any]:
-    """Run (or resume) one task; returns its task manifest. A finished task is not run again."""
+    """Run (or resume) one task; returns its task manifest. A finished task is not run again.
+
+    With a `labeller` (a task recipe, `ingest/tasks.py`) the shards are the task's labelled shards: named
+    after the task, split by its policy, every window labelled or counted as unlabelled.
+    """
     if not 0 <= task_index < num_tasks:
         raise ConfigError(
             f"--task-index must be in [0, {num_tasks}) for --num-tasks {num_tasks}, got {task_index}"
@@ -81,6 +89,12 @@ def run_task(
     require_folder(out)
     config = {**recipe_as_dict(recipe), "num_tasks": num_tasks, "shard_bytes": shard_bytes}
     files = discover(recipe)[task_index::num_tasks]
+    if labeller is not None:
+        from eegfm.ingest.tasks import task_as_dict
+
+        config["task"] = task_as_dict(labeller.task)
+        files = labeller.assign_splits(files)
+        recipe = replace(recipe, name=labeller.task.name)  # discovered as the dataset, written as the task
     # The configuration must match across tasks (merge checks it); a task's own inputs must not change
     # between a kill and its resume, or the resumed shards could not equal an uninterrupted run's.
     run_hash = _digest(config)
@@ -91,7 +105,7 @@ def run_task(
         finished = read_json(stem + ".json")
         _check_same_run(finished, run_hash, inputs_hash, out)
         return finished
-    task = _Task(recipe, out, task_index, stem, (run_hash, inputs_hash), config, shard_bytes)
+    task = _Task(recipe, out, task_index, stem, (run_hash, inputs_hash), config, shard_bytes, labeller)
     task.run(files, workers, progress, _spool_parent(out, stem))
     return read_json(stem + ".json")
 
@@ -103,12 +117,17 @@ def _remove_debris(out: str, recipe: Recipe, task_index: int, stem: str) -> None
     files no live writer holds (see `remove_stale_temporaries`), so a re-run cleans up after a kill while
     the other tasks of the same OUT run on.
     """
-    for split in recipe.splits:
+    for split in _split_names(recipe):
         shard_prefix = contract.shard_name(recipe.name, split, task_index, 0).removesuffix("000000.tar")
         remove_stale_temporaries(out, shard_prefix)
     remove_stale_temporaries(join_url(out, contract.TASKS_DIR), stem.rsplit("/", 1)[-1] + ".json")
     remove_stale_temporaries(stem + ".state", "")
     _remove_dead_spools(_spool_parent(out, stem))
+
+
+def _split_names(recipe: Recipe) -> list[str]:
+    """The recipe's splits and the contract's (a task's official splits map onto the contract's)."""
+    return [*recipe.splits, *(s for s in contract.SPLITS if s not in recipe.splits)]
 
 
 def _spool_parent(out: str, stem: str) -> str:
@@ -192,8 +211,10 @@ class _Task:
         hashes: tuple[str, str],
         config: dict[str, Any],
         shard_bytes: int,
+        labeller: Labeller | None = None,
     ):
         self.recipe, self.out, self.index, self.stem = recipe, out, index, stem
+        self.labeller = labeller
         (self.run_hash, self.inputs_hash), self.config = hashes, config
         state = _load_journal(stem + ".state", hashes, out)
         self.done: list[dict[str, Any]] = state["done"]
@@ -211,10 +232,10 @@ class _Task:
                 shard_bytes,
                 first_index=sum(1 for s in self.shards if s["split"] == split),
             )
-            for split in recipe.splits
+            for split in _split_names(recipe)
         }
         # Per split, the files with samples in its open (uncommitted) shard, in order.
-        self.open_files: dict[str, list[FileOutcome]] = {split: [] for split in recipe.splits}
+        self.open_files: dict[str, list[FileOutcome]] = {split: [] for split in _split_names(recipe)}
 
     def run(self, files: list[SourceFile], workers: int, progress: bool, spool_parent: str) -> None:
         done = {f["path"] for f in self.done}
@@ -228,7 +249,7 @@ class _Task:
             dynamic_ncols=True,
         )
         started, hours = time.monotonic(), 0.0
-        for outcome, samples in _ingested(pending, self.recipe, workers, spool_parent):
+        for outcome, samples in _ingested(pending, self.recipe, workers, spool_parent, self.labeller):
             self._write(outcome, samples)
             hours += outcome.hours
             bar.update()
@@ -282,6 +303,8 @@ class _Task:
                 self.histogram = [a + b for a, b in zip(self.histogram, o.histogram, strict=True)]
 
     def _document(self, **extra: Any) -> dict[str, Any]:
+        if self.labeller is not None:  # `task` here is this partition's index; the merged manifest names it
+            extra["labels"] = {"task": self.labeller.task.name, "classes": list(self.labeller.task.classes)}
         return {
             "dataset": self.recipe.name,
             "task": self.index,
@@ -338,12 +361,12 @@ def _load_journal(folder: str, hashes: tuple[str, str], out: str) -> dict[str, A
 
 
 def _ingested(
-    files: list[SourceFile], recipe: Recipe, workers: int, spool_parent: str
+    files: list[SourceFile], recipe: Recipe, workers: int, spool_parent: str, labeller: Labeller | None
 ) -> Iterator[tuple[FileOutcome, Iterator[Sample]]]:
     """(outcome, samples) per file, in file order; with workers > 1 the files are read in parallel."""
     if workers <= 1:
         for source in files:
-            result = ingest_file(source, recipe)
+            result = ingest_file(source, recipe, labeller=labeller)
             yield result.outcome, result.samples
         return
     with (
@@ -353,20 +376,22 @@ def _ingested(
         queue: deque[Future] = deque()
         todo = iter(files)
         for source in todo:
-            queue.append(pool.submit(_ingest_to_spool, source, recipe, spool_dir))
+            queue.append(pool.submit(_ingest_to_spool, source, recipe, spool_dir, labeller))
             if len(queue) >= 2 * workers:
                 break
         while queue:
             outcome, path = queue.popleft().result()
             source = next(todo, None)
             if source is not None:
-                queue.append(pool.submit(_ingest_to_spool, source, recipe, spool_dir))
+                queue.append(pool.submit(_ingest_to_spool, source, recipe, spool_dir, labeller))
             yield outcome, _read_spool(path)
 
 
 # A worker hands its samples to the writer through a local file: [header length][JSON header][members…].
-def _ingest_to_spool(source: SourceFile, recipe: Recipe, spool_dir: str) -> tuple[FileOutcome, str | None]:
-    result = ingest_file(source, recipe)
+def _ingest_to_spool(
+    source: SourceFile, recipe: Recipe, spool_dir: str, labeller: Labeller | None
+) -> tuple[FileOutcome, str | None]:
+    result = ingest_file(source, recipe, labeller=labeller)
     if result.outcome.status != "written":
         return result.outcome, None
     fd, path = tempfile.mkstemp(dir=spool_dir, suffix=".spool")

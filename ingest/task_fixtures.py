@@ -1,0 +1,308 @@
+"""Labelled corpora for the task recipes: each corpus's layout and label files, with class-dependent
+physiology rather than label noise.
+
+A fixture whose classes differed only in their label would test the bookkeeping and nothing else; here
+each class changes the signal the way it does in real recordings (see each maker's docstring), so a probe
+trained on these shards has something to find, and a label attached to the wrong window would show. The
+label files are written in the format the corpus really ships, by the same rules the parsers read.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from eegfm.errors import ConfigError
+from eegfm.ingest.fixtures import (
+    EEGMMIDB_LABELS,
+    GENERIC_EEG,
+    TUH_EEG,
+    Made,
+    Signal,
+    _band_noise,
+    _directions,
+    simulate_eeg,
+    tuh_subject,
+    write_edf,
+)
+
+_MONTAGE = "colin27_1005"
+
+
+# --- class-dependent physiology ------------------------------------------------------------------------
+
+
+def polymorphic_delta(
+    names: Sequence[str], n: int, sfreq: float, rng: np.random.Generator, *, focal: bool
+) -> np.ndarray:
+    """Irregular 0.5-3 Hz activity of 30-60 µV, over the whole head or (focal) one region of it: the
+    commonest finding of an abnormal EEG (cerebral dysfunction, diffuse or focal)."""
+    d = np.nan_to_num(_directions(names, _MONTAGE))
+    if focal:
+        centre = rng.standard_normal(3)
+        centre[2] = abs(centre[2])
+        centre /= np.linalg.norm(centre)
+        weight = np.exp(-((np.arccos(np.clip(d @ centre, -1, 1)) / 0.6) ** 2))
+    else:
+        weight = np.full(len(names), 0.8)
+    sources = np.stack([_band_noise(rng, n, sfreq, 0.5, 3.0) for _ in range(3)])
+    mixing = rng.uniform(0.3, 1.0, (len(names), 3))
+    return rng.uniform(30, 60) * weight[:, None] * (mixing @ sources) / np.sqrt(3)
+
+
+def posterior_alpha(
+    names: Sequence[str], n: int, sfreq: float, rng: np.random.Generator, gain: np.ndarray
+) -> np.ndarray:
+    """A ~10 Hz posterior rhythm whose amplitude follows `gain` (per sample, 0-1): eyes closed vs open."""
+    d = np.nan_to_num(_directions(names, _MONTAGE))
+    posterior = np.clip((-d[:, 1] - 0.1) / 0.6, 0, 1) + 0.05
+    t = np.arange(n) / sfreq
+    return 30 * posterior[:, None] * gain[None, :] * np.sin(2 * np.pi * rng.uniform(9.5, 10.5) * t)
+
+
+def sensorimotor_rhythms(
+    names: Sequence[str],
+    n: int,
+    sfreq: float,
+    rng: np.random.Generator,
+    left_gain: np.ndarray,
+    right_gain: np.ndarray,
+) -> np.ndarray:
+    """Mu (~10 Hz) and beta (~20 Hz) rhythms over each hemisphere's sensorimotor cortex (around C3 and C4),
+    with amplitudes following `left_gain` / `right_gain` (per sample): moving or imagining moving a hand
+    desynchronises (suppresses) them over the opposite hemisphere."""
+    d = np.nan_to_num(_directions(names, _MONTAGE))
+    c3, c4 = (np.nan_to_num(_directions([e], _MONTAGE))[0] for e in ("C3", "C4"))
+    near = [np.exp(-((np.arccos(np.clip(d @ c, -1, 1)) / 0.35) ** 2)) for c in (c3, c4)]
+    t = np.arange(n) / sfreq
+    out = np.zeros((len(names), n))
+    for weight, gain in zip(near, (left_gain, right_gain), strict=True):
+        mu = np.sin(2 * np.pi * rng.uniform(9.5, 11.5) * t + rng.uniform(0, 2 * np.pi))
+        beta = np.sin(2 * np.pi * rng.uniform(18, 24) * t + rng.uniform(0, 2 * np.pi))
+        out += weight[:, None] * (gain * (25 * mu + 10 * beta))[None, :]
+    return out
+
+
+def evolving_seizure(
+    names: Sequence[str], n: int, sfreq: float, rng: np.random.Generator, start_s: float, stop_s: float
+) -> np.ndarray:
+    """A seizure: rhythmic discharges that start focal at ~8 Hz and evolve, slowing to ~3 Hz, growing
+    (to ~150 µV) and spreading over the head, then stop abruptly."""
+    d = np.nan_to_num(_directions(names, _MONTAGE))
+    focus = d[int(rng.integers(len(names)))]
+    distance = np.arccos(np.clip(d @ focus, -1, 1))
+    t = np.arange(n) / sfreq
+    during = (t >= start_s) & (t < stop_s)
+    progress = np.clip((t - start_s) / max(stop_s - start_s, 1e-9), 0, 1)
+    frequency = 8.0 - 5.0 * progress  # Hz, slowing
+    phase = 2 * np.pi * np.cumsum(frequency) / sfreq
+    spread = np.exp(-((distance[:, None] / (0.4 + 1.6 * progress[None, :])) ** 2))
+    wave = np.sign(np.sin(phase)) * np.abs(np.sin(phase)) ** 0.5  # sharp, spiky rhythm
+    return 150 * (0.3 + 0.7 * progress)[None, :] * spread * wave[None, :] * during[None, :]
+
+
+# --- corpora -------------------------------------------------------------------------------------------
+
+
+def _tuab(root: Path, rng: np.random.Generator, n_subjects: int, duration_s: float) -> Made:
+    """TUAB: `edf/<train|eval>/<normal|abnormal>/01_tcp_ar/<subject>_s001_t000.edf`. Abnormal recordings
+    carry polymorphic delta (diffuse or focal, in turn) and a slower (7-8 Hz), weaker posterior rhythm;
+    normal ones a 9-11 Hz alpha. Subjects alternate normal/abnormal, and train/eval in pairs, so both
+    official splits hold both classes from four subjects up; no subject is in both (as in TUAB)."""
+    made: Made = {}
+    for i in range(max(n_subjects, 4)):
+        subject = tuh_subject(200 + i)
+        abnormal = i % 2 == 1
+        official = ("train", "eval")[i // 2 % 2]
+        label = ("normal", "abnormal")[abnormal]
+        sfreq = (250.0, 256.0)[i % 2]
+        slow = {"alpha_hz": (7.0, 8.0), "alpha_gain": 0.45} if abnormal else {}
+        x = simulate_eeg(TUH_EEG, sfreq, duration_s, mains_hz=60.0, rng=rng, **slow)
+        if abnormal:
+            x += polymorphic_delta(TUH_EEG, x.shape[1], sfreq, rng, focal=i % 4 == 3)
+        signals = [
+            Signal(f"EEG {e}-REF", v, sfreq, physical_min=-4999.84, physical_max=4999.84)
+            for e, v in zip(TUH_EEG, x, strict=True)
+        ]
+        rel = f"edf/{official}/{label}/01_tcp_ar/{subject}_s001_t000.edf"
+        write_edf(
+            root / rel,
+            signals,
+            patient=f"{subject} M 01-JAN-1900 {subject} Age:{int(rng.integers(18, 90))}",
+            recording=f"Startdate 01-JAN-2000 {subject}_s001 TUH X",
+            start=datetime(2000, 1, 1, 10, 20, 30),
+        )
+        made[rel] = (official, label)
+    return made
+
+
+def _blocks(
+    rng: np.random.Generator, duration_s: float, labels: Sequence[str]
+) -> list[tuple[float, float, str]]:
+    """Back-to-back blocks of 8-16 s (whole seconds) cycling through `labels`, the last cut at the end."""
+    out, t, k = [], 0.0, 0
+    while t < duration_s:
+        length = min(float(rng.integers(8, 17)), duration_s - t)
+        out.append((t, length, labels[k % len(labels)]))
+        t, k = t + length, k + 1
+    return out
+
+
+def _generic_csv(root: Path, rng: np.random.Generator, n_subjects: int, duration_s: float) -> Made:
+    """A flat folder of EDFs and `labels.csv` (path,start_s,duration_s,label): eyes-open and eyes-closed
+    blocks, and one `artifact` block per file that the task does not know (counted as unknown). Eyes
+    closed: a strong posterior alpha; eyes open: alpha blocked to a fifth (the Berger effect)."""
+    made: Made = {}
+    rows: list[tuple[str, float, float, str]] = []
+    for i in range(max(n_subjects, 2)):
+        rel = f"rec{i:02d}.edf"
+        sfreq = (256.0, 200.0, 500.0)[i % 3]
+        blocks = _blocks(rng, duration_s, ("eyes_open", "eyes_closed"))
+        artifact = len(blocks) // 2
+        blocks[artifact] = (*blocks[artifact][:2], "artifact")
+        x = simulate_eeg(GENERIC_EEG, sfreq, duration_s, mains_hz=50.0, rng=rng, alpha_gain=0.0)
+        t = np.arange(x.shape[1]) / sfreq
+        gain = np.full(x.shape[1], 0.2)
+        for start, length, label in blocks:
+            if label == "eyes_closed":
+                gain[(t >= start) & (t < start + length)] = 1.0
+        x += posterior_alpha(GENERIC_EEG, x.shape[1], sfreq, rng, gain)
+        signals = [
+            Signal(e, v, sfreq, physical_min=-3200.0, physical_max=3200.0)
+            for e, v in zip(GENERIC_EEG, x, strict=True)
+        ]
+        write_edf(root / rel, signals)
+        rows += [(rel, start, length, label) for start, length, label in blocks]
+        made[rel] = ()
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["path", "start_s", "duration_s", "label"])
+    writer.writerows((p, f"{s:g}", f"{d:g}", label) for p, s, d, label in rows)
+    (root / "labels.csv").write_text(text.getvalue())
+    made["labels.csv"] = ("labels",)
+    return made
+
+
+def _eegmmidb(root: Path, rng: np.random.Generator, n_subjects: int, duration_s: float) -> Made:
+    """EEGMMIDB: `SNNN/SNNNRNN.edf`, EDF+C with the 64 dot-padded channels at 160 Hz and T0/T1/T2
+    annotations as the real runs have them (rest 4.2 s, then a 4.1-s trial, in turn). Runs 4 (imagined
+    left/right fist) and 5 (executed both fists/feet); during a left-fist trial the mu/beta rhythm over the
+    right hemisphere (C4) drops to a fifth, during a right-fist trial over the left (C3); both-fists
+    trials suppress both."""
+    made: Made = {}
+    names = [label.rstrip(".") for label in EEGMMIDB_LABELS]
+    for i in range(max(n_subjects, 2)):
+        for run in (4, 5):
+            sfreq = 160.0
+            n = round(sfreq * duration_s)
+            t = np.arange(n) / sfreq
+            events, onset, k = [], 0.0, 0
+            while onset + 4.2 <= duration_s:
+                code = ("T0", "T1", "T0", "T2")[k % 4]
+                length = 4.2 if code == "T0" else 4.1
+                events.append((round(onset, 4), length, code))
+                onset, k = onset + length, k + 1
+            left, right = np.ones(n), np.ones(n)
+            for start, length, code in events:
+                during = (t >= start) & (t < start + length)
+                if code == "T1":  # left fist (run 4) or both fists (run 5)
+                    right[during] = 0.2
+                    if run == 5:
+                        left[during] = 0.2
+                elif code == "T2" and run == 4:  # right fist
+                    left[during] = 0.2
+            x = simulate_eeg(names, sfreq, duration_s, mains_hz=60.0, rng=rng, alpha_gain=0.5)
+            x += sensorimotor_rhythms(names, n, sfreq, rng, left, right)
+            signals = [
+                Signal(label, v, sfreq, physical_min=-8092.0, physical_max=8092.0)
+                for label, v in zip(EEGMMIDB_LABELS, x, strict=True)
+            ]
+            rel = f"S{i + 1:03d}/S{i + 1:03d}R{run:02d}.edf"
+            write_edf(
+                root / rel,
+                signals,
+                edf_plus="C",
+                annotations=events,
+                recording="Startdate 12-AUG-2009 X X BCI2000",
+                start=datetime(2009, 8, 12, 16, 15, 0),
+            )
+            made[rel] = (f"run_{run}",)
+    return made
+
+
+def _tusz(root: Path, rng: np.random.Generator, n_subjects: int, duration_s: float) -> Made:
+    """TUSZ: `edf/<train|dev|eval>/<subject>/sNNN_YYYY/01_tcp_ar/<subject>_sNNN_t000.edf` with its
+    `.csv_bi` (TERM rows, bckg/seiz). One evolving seizure in each recording but every third; one low-
+    confidence (0.3) seizure row that the task ignores, and the last row's stop time rounded past the
+    end, as TUH files have them."""
+    made: Made = {}
+    for i in range(max(n_subjects, 3)):
+        subject = tuh_subject(300 + i)
+        official = ("train", "dev", "eval")[i % 3]
+        sfreq = (256.0, 250.0)[i % 2]
+        rel = f"edf/{official}/{subject}/s001_2015/01_tcp_ar/{subject}_s001_t000.edf"
+        x = simulate_eeg(TUH_EEG, sfreq, duration_s, mains_hz=60.0, rng=rng)
+        rows = []
+        if i % 3 != 2:
+            start = float(round(rng.uniform(0.2, 0.4) * duration_s, 4))
+            stop = float(round(start + rng.uniform(0.25, 0.4) * duration_s, 4))
+            x += evolving_seizure(TUH_EEG, x.shape[1], sfreq, rng, start, stop)
+            rows = [
+                (0.0, start, "bckg", 1.0),
+                (start, stop, "seiz", 1.0),
+                (stop, duration_s + 0.5, "bckg", 1.0),
+            ]
+        else:
+            rows = [(0.0, duration_s / 2, "bckg", 1.0), (duration_s / 2, duration_s + 0.5, "bckg", 1.0)]
+            rows.insert(1, (duration_s / 4, duration_s / 4 + 3.0, "seiz", 0.3))
+        signals = [
+            Signal(f"EEG {e}-REF", v, sfreq, physical_min=-4999.84, physical_max=4999.84)
+            for e, v in zip(TUH_EEG, x, strict=True)
+        ]
+        write_edf(
+            root / rel,
+            signals,
+            patient=f"{subject} F 01-JAN-1900 {subject} Age:{int(rng.integers(18, 90))}",
+            recording=f"Startdate 01-JAN-2015 {subject}_s001 TUH X",
+            start=datetime(2015, 1, 1, 9, 0, 0),
+        )
+        text = [
+            "# version = csv_v1.0.0",
+            f"# bname = {subject}_s001_t000",
+            f"# duration = {duration_s:.2f} secs",
+            "# montage_file = $NEDC_NFC/lib/nedc_eas_default_montage.txt",
+            "#",
+            "channel,start_time,stop_time,label,confidence",
+            *(f"TERM,{a:.4f},{b:.4f},{label},{c:.4f}" for a, b, label, c in rows),
+        ]
+        (root / rel).with_suffix(".csv_bi").write_text("\n".join(text) + "\n")
+        made[rel] = (official,)
+        made[rel.removesuffix(".edf") + ".csv_bi"] = ("labels",)
+    return made
+
+
+_MAKERS: dict[str, Callable[[Path, np.random.Generator, int, float], Made]] = {
+    "tuab": _tuab,
+    "generic-csv": _generic_csv,
+    "eegmmidb": _eegmmidb,
+    "tusz": _tusz,
+}
+TASKS = tuple(_MAKERS)
+
+
+def generate_task_corpus(
+    task: str, root: str | Path, *, seed: int = 0, n_subjects: int = 3, duration_s: float = 60.0
+) -> Made:
+    """Write a small labelled corpus for `task` (its dataset's layout and its label files) under `root`,
+    the same bytes for the same arguments. Returns {path relative to root: tags}, sorted."""
+    if task not in _MAKERS:
+        raise ConfigError(f"no labelled fixture corpus for task {task!r}; known: {', '.join(TASKS)}")
+    rng = np.random.default_rng([seed, 1000 + TASKS.index(task)])
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    return dict(sorted(_MAKERS[task](root, rng, n_subjects, duration_s).items()))
