@@ -331,3 +331,16 @@ def test_slurm_submits_eegfm_finetune(tmp_path: Path, capsys) -> None:
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "mode: ft" in printed and "num_nodes: 2" in printed and "checkpoint: runs/base" in printed
+
+
+@pytest.mark.slow
+def test_a_pretraining_run_directory_fine_tunes(tmp_path: Path, task_shards: Path) -> None:
+    pretrain = [sys.executable, "-m", "eegfm.cli", "pretrain", "--config"]
+    pretrain += [str(REPO / "configs" / "pretrain" / "reve_tiny.yaml"), f"data.shards=[{task_shards}]"]
+    pretrain += [f"run.dir={tmp_path / 'mae'}", "logging.tensorboard=false", "trainer.max_steps=2"]
+    done = subprocess.run([*pretrain, "data.num_workers=0"], env=ENV, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = run_finetune(_config(tmp_path / "mae", task_shards, tmp_path / "run", "lp.epochs=1"))
+    assert report["step"] == 2
+    assert report["checkpoint"] == str(tmp_path / "mae" / "checkpoints" / "step=00000002.ckpt")
+    assert report["per_seed"]["0"]["epochs"] == 1
