@@ -218,6 +218,36 @@ def _probe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _finetune(args: argparse.Namespace) -> int:
+    from eegfm.config import documented_yaml
+    from eegfm.pretrain.finetune_run import REPORT_NAME, format_summary, resolve_finetune_config, run_finetune
+
+    flags = {
+        "encoder.checkpoint": args.checkpoint,
+        "task.shards": args.task_shards,
+        "mode": args.mode,
+        "seeds": None if args.seeds is None else _seed_list(args.seeds),
+    }
+    cfg = resolve_finetune_config(args.config, flags, args.overrides, args.resume)
+    if args.print_config:
+        print(documented_yaml(cfg), end="")
+        return 0
+    report = run_finetune(cfg, resume=args.resume)
+    if report is None:
+        print(f"stopped by a signal; continue with: eegfm finetune --resume auto run.dir={cfg.run.dir}")
+        return 0
+    print(f"finetune.json: {join_url(cfg.run.dir, REPORT_NAME)}")
+    print(format_summary(report))
+    return 0
+
+
+def _seed_list(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds {text!r}: comma-separated integers, e.g. --seeds 0,1,2") from None
+
+
 def _submit(args: argparse.Namespace) -> int:
     from eegfm.launch import k8s, slurm
 
@@ -359,6 +389,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--once", action="store_true", help="--watch: probe what is there now, then stop")
     p.add_argument("overrides", nargs="*", help="probe options, key=value (pooling=attention layers=all …)")
     p.set_defaults(func=_probe)
+
+    p = verbs.add_parser(
+        "finetune", help="fine-tune a pretrained encoder on labelled task shards (lp, ft, lp+ft)"
+    )
+    p.add_argument("--config", help="configs/finetune/<name>.yaml (default: configs/finetune/base.yaml)")
+    p.add_argument("--checkpoint", help="the encoder: a run directory (its newest), a .ckpt, or an export")
+    p.add_argument("--task-shards", help="labelled task shards: a folder or manifest URL")
+    p.add_argument("--mode", help="lp (frozen encoder), ft (full, layer-wise lr decay) or lp+ft")
+    p.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2 (mean ± std in finetune.json)")
+    p.add_argument("--resume", help="'auto': continue the run in run.dir from its newest checkpoints")
+    p.add_argument("--print-config", action="store_true", help="print the resolved, typed config and stop")
+    p.add_argument("overrides", nargs="*", help="config overrides, key=value (e.g. ft.layer_decay=0.65)")
+    p.set_defaults(func=_finetune)
 
     p = verbs.add_parser(
         "submit", help="render a SLURM or Kubernetes job from a launch config, and submit it"

@@ -42,6 +42,12 @@ class PretrainRef:
     """Path of the pretraining config (configs/pretrain/<name>.yaml), relative to where jobs start."""
     overrides: list[str] = field(default_factory=list)
     """`key=value` overrides of that config, e.g. data.shards=[s3://…] and run.dir=s3://…."""
+    command: str = "pretrain"
+    """The `eegfm` verb the job runs with that config: pretrain, or finetune (a configs/finetune/ config)."""
+
+    def __post_init__(self) -> None:
+        if self.command not in ("pretrain", "finetune"):
+            raise ConfigError(f"pretrain.command must be pretrain or finetune, not {self.command!r}")
 
 
 @dataclass

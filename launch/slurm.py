@@ -46,7 +46,13 @@ def pretrain_command(cfg: LaunchConfig, devices: int, resume: bool = True) -> st
     environment (`${oc.env:…}`) is passed as written, for `eegfm pretrain` to resolve on the node."""
     overrides = [str(o) for o in _written(cfg, "pretrain.overrides")]
     overrides += [f"trainer.num_nodes={cfg.resources.nodes}", f"trainer.devices={devices}"]
-    words = ["eegfm", "pretrain", "--config", cfg.pretrain.config, *(["--resume", "auto"] if resume else [])]
+    words = [
+        "eegfm",
+        cfg.pretrain.command,
+        "--config",
+        cfg.pretrain.config,
+        *(["--resume", "auto"] if resume else []),
+    ]
     return shlex.join([*words, *overrides])
 
 

@@ -374,7 +374,9 @@ def random_init_like(encoder: ReveEncoder | MaskedCodeEncoder, seed: int) -> Rev
         return type(encoder)(encoder.config).eval()
 
 
-def load_probe_encoder(source: str) -> tuple[ReveEncoder | MaskedCodeEncoder, str, int | None, str]:
+def load_probe_encoder(
+    source: str, verb: str = "eegfm probe"
+) -> tuple[ReveEncoder | MaskedCodeEncoder, str, int | None, str]:
     """(encoder, checkpoint, step, run folder) of a run directory, a `.ckpt` file or an exported encoder.
 
     Supported: REVE masked-autoencoder checkpoints and masked-code (stage 2) checkpoints, and the encoders
@@ -395,7 +397,7 @@ def load_probe_encoder(source: str) -> tuple[ReveEncoder | MaskedCodeEncoder, st
     if "mae" not in hparams and "mcm" not in hparams:
         kind = "tokenizer" if "tokenizer" in hparams else "unknown"
         raise ConfigError(
-            f"{checkpoint}: a {kind} checkpoint; eegfm probe supports REVE masked-autoencoder (mae) and "
+            f"{checkpoint}: a {kind} checkpoint; {verb} supports REVE masked-autoencoder (mae) and "
             "masked-code (mcm) pretraining checkpoints, or an encoder from `eegfm export`"
         )
     run = checkpoint.rsplit("/", 2)[0] if "/checkpoints/" in checkpoint else checkpoint.rsplit("/", 1)[0]
