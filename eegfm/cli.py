@@ -102,27 +102,52 @@ def _fixtures(args: argparse.Namespace) -> int:
     return 0
 
 
+DEMO_PARTS = ("corpus", "shards", "run", "encoder", "tuab", "tuab-shards")
+
+
+def _start_over_if_the_demo_changed(args: argparse.Namespace, recipe: dict, pretrain: dict) -> None:
+    """The demo owns its folder: when what it would make there changed (another eegfm, other options),
+    it says so and starts over instead of refusing to resume into a different run."""
+    import hashlib
+    import json
+    import shutil
+
+    settings = {"args": {k: getattr(args, k) for k in ("subjects", "duration", "steps")}, "recipe": recipe}
+    settings["pretrain"] = pretrain
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    stamp = Path(args.out) / "demo-settings.sha256"
+    if stamp.exists() and stamp.read_text().strip() != digest:
+        print(f"demo:     {args.out} was made with other demo settings; starting it over")
+        for name in DEMO_PARTS:
+            shutil.rmtree(Path(args.out) / name, ignore_errors=True)
+    elif not stamp.exists() and (Path(args.out) / "shards").exists():
+        print(f"demo:     {args.out} predates the demo's settings stamp; starting it over")
+        for name in DEMO_PARTS:
+            shutil.rmtree(Path(args.out) / name, ignore_errors=True)
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(digest + "\n")
+
+
 def _demo(args: argparse.Namespace) -> int:
     """The embedded default, end to end: a generated TUEG-like corpus → shards → a short MAE pretraining
     on the CPU → a checkpoint → the exported encoder; says where each is. Run again, it resumes."""
-    from eegfm.config import CONFIG_DIR
+    from eegfm.config import CONFIG_DIR, to_container
     from eegfm.ingest.fixtures import generate_corpus
-    from eegfm.ingest.recipe import load_recipe
+    from eegfm.ingest.recipe import load_recipe, recipe_as_dict
     from eegfm.ingest.run import run_shards
+    from eegfm.ingest.task_fixtures import generate_task_corpus
+    from eegfm.ingest.tasks import Labeller, dataset_recipe, load_task
     from eegfm.pretrain.checkpoints import latest_checkpoint
     from eegfm.pretrain.config import load_pretrain_config
     from eegfm.pretrain.export import encoder_from_checkpoint, export_encoder
+    from eegfm.pretrain.probe import ProbeOptions, format_table, run_probe
     from eegfm.pretrain.train import run_pretraining
 
-    corpus, out, run, encoder = (
-        str(Path(args.out) / name) for name in ("corpus", "shards", "run", "encoder")
+    corpus, out, run, encoder, task_corpus, task_out = (
+        str(Path(args.out) / name) for name in ("corpus", "shards", "run", "encoder", "tuab", "tuab-shards")
     )
-    made = generate_corpus("tueg", corpus, seed=0, n_subjects=args.subjects, duration_s=args.duration)
-    print(f"corpus:   {corpus} ({len(made)} TUEG-like EDF files with TUH's layout, labels and header quirks)")
     # One of the 4 subjects held out (by its hash: the demo's 4 subjects put none in val at 5 %).
     recipe = load_recipe("tueg", ["splits.train=0.75", "splits.val=0.25", "splits.test=0.0"], root=corpus)
-    manifest = run_shards(recipe, out, workers=args.workers, shard_bytes=1024 * 1024, progress=True)
-    _print_summary(manifest, out)
     cfg = load_pretrain_config(
         CONFIG_DIR / "pretrain" / "reve_tiny.yaml",
         [
@@ -133,12 +158,27 @@ def _demo(args: argparse.Namespace) -> int:
             "eval.every_n_steps=20",  # val_loss on the held-out subject, printed and in metrics.csv
         ],
     )
+    _start_over_if_the_demo_changed(args, recipe_as_dict(recipe), to_container(cfg))
+    made = generate_corpus("tueg", corpus, seed=0, n_subjects=args.subjects, duration_s=args.duration)
+    print(f"corpus:   {corpus} ({len(made)} TUEG-like EDF files with TUH's layout, labels and header quirks)")
+    manifest = run_shards(recipe, out, workers=args.workers, shard_bytes=1024 * 1024, progress=True)
+    _print_summary(manifest, out)
     run_pretraining(cfg, resume="auto")
     checkpoint = latest_checkpoint(run)
     export_encoder(encoder_from_checkpoint(checkpoint), encoder)
     print(f"run:        {run} (config.yaml, metrics.csv, tensorboard/)")
     print(f"checkpoint: {checkpoint}")
     print(f"encoder:    {encoder} (model.safetensors + config.json; loads into braindecode's REVE)")
+    # Is the encoder any good? A frozen-encoder probe on a labelled task (TUAB-like normal/abnormal).
+    # 16 subjects, 8 of them in official train, half of those carved into val (TUAB's 10 % would put none).
+    task = load_task("tuab", ["splits.val_fraction=0.5"])
+    generate_task_corpus("tuab", task_corpus, seed=0, n_subjects=16, duration_s=60.0)
+    task_recipe = dataset_recipe(task, root=task_corpus)
+    labeller = Labeller.prepare(task, task_recipe.root)
+    run_shards(task_recipe, task_out, workers=args.workers, progress=False, labeller=labeller)
+    report = run_probe(run, task_out, None, ProbeOptions(shuffles=5))
+    print(f"probe:      {report['out']}/probe.json (test split, frozen encoder vs baselines)")
+    print(format_table(report))
     return 0
 
 

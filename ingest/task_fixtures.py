@@ -124,7 +124,9 @@ def _tuab(root: Path, rng: np.random.Generator, n_subjects: int, duration_s: flo
         slow = {"alpha_hz": (7.0, 8.0), "alpha_gain": 0.45} if abnormal else {}
         x = simulate_eeg(TUH_EEG, sfreq, duration_s, mains_hz=60.0, rng=rng, **slow)
         if abnormal:
-            x += polymorphic_delta(TUH_EEG, x.shape[1], sfreq, rng, focal=i % 4 == 3)
+            # Diffuse and focal alternate within each official split (i // 4), not between them (i % 4 would
+            # make every train abnormal diffuse and every eval abnormal focal: a probe learns the wrong one).
+            x += polymorphic_delta(TUH_EEG, x.shape[1], sfreq, rng, focal=i // 4 % 2 == 1)
         signals = [
             Signal(f"EEG {e}-REF", v, sfreq, physical_min=-4999.84, physical_max=4999.84)
             for e, v in zip(TUH_EEG, x, strict=True)

@@ -32,6 +32,7 @@ from sklearn.metrics import (
     balanced_accuracy_score,
     cohen_kappa_score,
     f1_score,
+    log_loss,
     roc_auc_score,
 )
 from sklearn.neighbors import KNeighborsClassifier
@@ -157,9 +158,13 @@ def fit_and_score(
 ) -> dict[str, float]:
     """Fit on train, choose on val, score on test: (features (n, d), labels (n,)) each.
 
-    A logistic regression for each C of `C_GRID` and a k-NN for each k of `K_GRID` on standardised
-    features; the one with the best val balanced accuracy (ties: the smaller C, the smaller k) is scored
-    on test. Returns the logistic regression's metrics, the k-NN's as `knn_<metric>`, and what was chosen.
+    A logistic regression for each C of `C_GRID` (classes weighted inversely to their frequency: the
+    score is balanced accuracy, and on an imbalanced train split a strongly regularised unweighted fit
+    predicts the majority class for every C, a tie at chance) and a k-NN for each k of `K_GRID` on
+    standardised features; the one with the best val balanced accuracy is scored on test, ties broken by
+    the lower val log-loss (then the smaller C, the smaller k): when val cannot tell candidates apart by
+    accuracy (a small val split), the most regularised fit, which predicts one class, no longer wins.
+    Returns the logistic regression's metrics, the k-NN's as `knn_<metric>`, and what was chosen.
     `shuffle_seed`: the shuffled-labels baseline: the training labels, and the val labels C and k are
     chosen on, are shuffled (`independent_shuffle`), so that no true label but the test split's is seen.
     Choosing on the true val labels picks, among the candidates' random directions, the one whose polarity
@@ -179,17 +184,21 @@ def fit_and_score(
     x_train, x_val, x_test = (scaler.transform(x) for x in (x_train, val[0], test[0]))
     chosen: dict[str, Any] = {}
     for name, candidates, build in (
-        ("C", C_GRID, lambda c: LogisticRegression(C=c, max_iter=5000)),
+        ("C", C_GRID, lambda c: LogisticRegression(C=c, class_weight="balanced", max_iter=5000)),
         ("k", [k for k in K_GRID if k <= len(x_train)], lambda k: KNeighborsClassifier(n_neighbors=k)),
     ):
-        best, best_score = None, -1.0
+        best, best_score = None, (-1.0, -np.inf)
         for value in candidates:
             model = build(value).fit(x_train, y_train)
-            score = balanced_accuracy_score(y_val, model.predict(x_val))
+            probabilities = _full_scores(model, x_val, n_classes)
+            score = (
+                balanced_accuracy_score(y_val, model.predict(x_val)),
+                -log_loss(y_val, np.clip(probabilities, 1e-7, 1.0), labels=list(range(n_classes))),
+            )
             if score > best_score:
                 best, best_score = (value, model), score
         chosen[name] = best
-        chosen[f"val_{name}"] = best_score
+        chosen[f"val_{name}"] = best_score[0]
     (c, logistic), (k, knn) = chosen["C"], chosen["k"]
     metrics = classification_metrics(
         test[1], logistic.predict(x_test), _full_scores(logistic, x_test, n_classes), n_classes
