@@ -195,10 +195,14 @@ print(json.dumps({"batches": len(callback.probes[0].batches), "columns": columns
 
 
 @pytest.mark.slow
-def test_two_ranks_probe_to_the_bits_of_one(split_shards: Path, task_shards: Path, tmp_path: Path) -> None:
-    """Two DDP ranks (gloo) embed alternate batches (3 batches of 30, 15 and 15 windows: rank 0 embeds
-    two); the gathered probe's columns after the last step equal one process's probe of the same weights,
-    to the bit."""
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_ranks_probe_to_the_bits_of_one(
+    split_shards: Path, task_shards: Path, tmp_path: Path, strategy: str
+) -> None:
+    """Two ranks (gloo) embed alternate batches (3 batches of 30, 15 and 15 windows: rank 0 embeds two;
+    under FSDP rank 1 runs an uncounted repeat, each forward gathering the sharded weights through the
+    wrapper); the gathered probe's columns after the last step equal one process's probe of the same
+    weights, to the bit."""
     command = pretrain_command(
         MAE,
         split_shards,
@@ -206,6 +210,7 @@ def test_two_ranks_probe_to_the_bits_of_one(split_shards: Path, task_shards: Pat
         tmp_path / "keys",
         "trainer.max_steps=4",
         "trainer.devices=2",
+        f"trainer.strategy={strategy}",
         "trainer.log_every=2",
         "checkpoint.every_n_steps=4",
         "eval.every_n_steps=2",
