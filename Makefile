@@ -16,7 +16,7 @@ LAUNCH ?= configs/launch/slurm_4x8_reve_base.yaml
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help setup lock demo shards tasks merge fixtures test test-gpu golden lint format bench-ingest bench-train bench-stream simulate-stream submit-slurm submit-k8s docker clean
+.PHONY: help setup lock demo shards tasks merge fixtures test test-gpu golden lint format bench-ingest bench-train bench-eval bench-stream simulate-stream submit-slurm submit-k8s docker clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -77,6 +77,9 @@ bench-ingest: $(STAMP)  ## ingest throughput vs a plain MNE pipeline, and peak m
 
 bench-train: $(STAMP)  ## loader windows/s per core, CPU model throughput, GPU tokens/s and MFU (when there is one)
 	$(BIN)/python -m eegfm.pretrain.bench
+
+bench-eval: $(STAMP)  ## in-loop probe: embedding windows/s (CPU; reve_base bf16 on a GPU), its share of a reve_base run
+	$(BIN)/python -m eegfm.pretrain.bench_eval
 
 bench-stream: $(STAMP)  ## object-store GETs per window trained, one epoch from a real local S3 server (SeaweedFS)
 	$(BIN)/python -m pytest -q -s tests/bench_stream_s3.py

@@ -157,6 +157,14 @@ class CheckpointConfig:
 
 
 @dataclass
+class ProbeTask:
+    name: str = ""
+    """The task's name in the columns: probe/<name>/<metric>."""
+    shards: str = ""
+    """Its labelled task shards (`eegfm shards --task`): a folder or manifest URL with train/val/test."""
+
+
+@dataclass
 class EvalConfig:
     every_n_steps: int = 0
     """Steps between evaluations of the objective on a fixed set of held-out windows, logged as val_loss
@@ -167,6 +175,12 @@ class EvalConfig:
     """The split of every dataset of data.shards evaluated on (ingest puts held-out subjects there)."""
     seed: int = 0
     """Seed of the val windows' choice and masks, apart from data.seed so runs with other seeds compare."""
+    tasks: list[ProbeTask] = field(default_factory=list)
+    """Labelled tasks probed with the frozen encoder every eval.every_n_steps: [{name: …, shards: …}]."""
+    max_windows: int = 2048
+    """Windows of each task the in-loop probe embeds (train/val/test in proportion), the same every time."""
+    probe_shuffles: int = 0
+    """Label shuffles of the in-loop shuffled-labels baseline (0: not computed; each costs one probe fit)."""
 
     def __post_init__(self) -> None:
         _check(
@@ -175,6 +189,18 @@ class EvalConfig:
         _check(self.val_windows >= 1, "eval.val_windows", f"must be ≥ 1, got {self.val_windows}")
         _check(bool(self.split), "eval.split", "names no split (e.g. val)")
         _check(self.seed >= 0, "eval.seed", f"must be ≥ 0, got {self.seed}")
+        _check(self.max_windows >= 6, "eval.max_windows", f"must be ≥ 6, got {self.max_windows}")
+        _check(self.probe_shuffles >= 0, "eval.probe_shuffles", f"must be ≥ 0, got {self.probe_shuffles}")
+        names = [task.name for task in self.tasks]
+        for i, task in enumerate(self.tasks):
+            _check(bool(task.name) and "/" not in task.name, f"eval.tasks[{i}].name", "a name without '/'")
+            _check(bool(task.shards), f"eval.tasks[{i}].shards", "names no task shards")
+            _check(task.name not in names[:i], f"eval.tasks[{i}].name", f"{task.name!r} appears twice")
+        _check(
+            not self.tasks or self.every_n_steps > 0,
+            "eval.tasks",
+            "probes run every eval.every_n_steps; set it > 0 (or drop eval.tasks)",
+        )
 
 
 @dataclass

@@ -14,6 +14,7 @@ Lightning runs the loop; this is its order, per micro-batch of the stream (callb
    CodebookHealth]; every `eval.every_n_steps` steps the objective is evaluated on the fixed val
    windows (eval mode, no gradients, its own reads and generators: the cursor and the random states
    stay as they were) and `val_*` is logged in the finished step's row [Evaluation];
+   every `eval.every_n_steps` steps the frozen encoder is probed on `eval.tasks` too [InLoopProbe];
 6. a stop signal (SIGUSR1/SIGTERM), OR-reduced over the ranks, ends the run here, on a step boundary
    [StepCheckpoints]; at the end a final checkpoint is saved (never with non-finite weights).
 """
@@ -46,6 +47,7 @@ from eegfm.pretrain.callbacks.throughput import Throughput
 from eegfm.pretrain.checkpoints import AtomicCheckpointIO, resolve_resume, step_of
 from eegfm.pretrain.config import PretrainConfig, load_pretrain_config, pretrain_config
 from eegfm.pretrain.datamodule import ShardDataModule
+from eegfm.pretrain.inloop_probe import probe_callback
 from eegfm.pretrain.mae import MaePretraining
 from eegfm.pretrain.mcm import McmPretraining
 from eegfm.pretrain.metrics import RunCsvLogger
@@ -191,6 +193,7 @@ def run_pretraining(cfg: PretrainConfig, resume: str | None = None, reset_stream
     if reset_stream and checkpoint is None:
         raise ConfigError("--reset-stream continues a run from a checkpoint; there is none to continue")
     evaluation = evaluation_callback(cfg)  # reads the val set first: a missing val split stops here
+    probing = probe_callback(cfg)  # and the probe tasks' windows: missing task shards stop here too
     torch.manual_seed(cfg.trainer.seed)  # the same initial weights on every rank and every attempt
     module = build_module(cfg)
     tokens = None
@@ -217,6 +220,8 @@ def run_pretraining(cfg: PretrainConfig, resume: str | None = None, reset_stream
         callbacks.append(SampleLog(cfg.logging.sample_keys))
     if evaluation is not None:
         callbacks.append(evaluation)  # after Throughput, which leaves the evaluation's time out
+    if probing is not None:
+        callbacks.append(probing)  # after Throughput too
     strategy = build_strategy(cfg)
     # DeepSpeed writes its own (sharded) checkpoints; every other strategy saves through one atomic writer.
     plugins: list[Any] = [] if isinstance(strategy, DeepSpeedStrategy) else [AtomicCheckpointIO()]
