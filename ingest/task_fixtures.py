@@ -26,6 +26,8 @@ from eegfm.ingest.fixtures import (
     Signal,
     _band_noise,
     _directions,
+    _other,
+    _pink,
     simulate_eeg,
     tuh_subject,
     write_edf,
@@ -104,6 +106,69 @@ def evolving_seizure(
     spread = np.exp(-((distance[:, None] / (0.4 + 1.6 * progress[None, :])) ** 2))
     wave = np.sign(np.sin(phase)) * np.abs(np.sin(phase)) ** 0.5  # sharp, spiky rhythm
     return 150 * (0.3 + 0.7 * progress)[None, :] * spread * wave[None, :] * during[None, :]
+
+
+SLEEP_STAGES = ("W", "1", "2", "3", "4", "R", "?", "M")  # hypnogram codes; M = movement time
+
+
+def sleep_epoch(stage: str, n: int, sfreq: float, rng: np.random.Generator) -> np.ndarray:
+    """Fpz-Cz and Pz-Oz (2×n, µV) of one epoch scored `stage`, over a low-voltage 1/f background:
+    W: posterior alpha (~10 Hz, strongest on Pz-Oz) and some beta; N1: alpha gone, theta (4-7 Hz);
+    N2: sleep spindles (12-14 Hz bursts of 0.5-1.5 s) and K-complexes (a sharp negative wave, then a slower
+    positive one, frontal); N3 (R&K 3 and 4): high-amplitude delta (0.5-2 Hz, more of it in 4);
+    REM: low-voltage mixed activity with trains of sawtooth waves (2-3 Hz, vertex); movement time:
+    large slow and muscle artifact; `?`: the background alone."""
+    t = np.arange(n) / sfreq
+    x = 8 * _pink(rng, 2, n, sfreq)
+    frontal, posterior = np.array([1.0, 0.6]), np.array([0.35, 1.0])
+    if stage == "W":
+        alpha = np.sin(2 * np.pi * rng.uniform(9.5, 10.5) * t + rng.uniform(0, 2 * np.pi))
+        x += 25 * posterior[:, None] * alpha[None, :] + 4 * _band_noise(rng, n, sfreq, 18, 25)[None, :]
+    elif stage == "1":
+        x += 22 * np.stack([_band_noise(rng, n, sfreq, 4, 7) for _ in range(2)])
+    elif stage == "2":
+        x += 10 * np.stack([_band_noise(rng, n, sfreq, 4, 7) for _ in range(2)])
+        for _ in range(int(rng.integers(3, 5))):  # spindles
+            length = rng.uniform(0.5, 1.5)
+            at = rng.uniform(0, n / sfreq - length)
+            inside = (t >= at) & (t < at + length)
+            envelope = np.sin(np.pi * (t[inside] - at) / length) ** 2
+            wave = np.sin(2 * np.pi * rng.uniform(12.0, 14.0) * t[inside])
+            x[:, inside] += 40 * np.array([1.0, 0.7])[:, None] * (envelope * wave)[None, :]
+        for _ in range(int(rng.integers(1, 3))):  # K-complexes
+            at = rng.uniform(1, n / sfreq - 2)
+            k = -90 * np.exp(-0.5 * ((t - at) / 0.08) ** 2) + 50 * np.exp(-0.5 * ((t - at - 0.35) / 0.2) ** 2)
+            x += frontal[:, None] * k[None, :]
+    elif stage in ("3", "4"):
+        amplitude = 40.0 if stage == "3" else 55.0
+        x += amplitude * frontal[:, None] * np.stack([_band_noise(rng, n, sfreq, 0.5, 2.0) for _ in range(2)])
+    elif stage == "R":
+        x += 5 * np.stack([_band_noise(rng, n, sfreq, 4, 7) for _ in range(2)])
+        for _ in range(2):  # sawtooth trains
+            length, hz = rng.uniform(2, 4), rng.uniform(2.0, 3.0)
+            at = rng.uniform(0, n / sfreq - length)
+            inside = (t >= at) & (t < at + length)
+            saw = 2 * ((t[inside] - at) * hz % 1.0) - 1
+            x[:, inside] += 20 * np.array([1.0, 0.5])[:, None] * saw[None, :]
+    elif stage == "M":
+        x += 60 * _band_noise(rng, n, sfreq, 0.3, 2.0)[None, :] + 30 * np.stack(
+            [_band_noise(rng, n, sfreq, 20, sfreq / 2) for _ in range(2)]
+        )
+    return x
+
+
+def sleep_eog(stage: str, n: int, sfreq: float, rng: np.random.Generator) -> np.ndarray:
+    """Horizontal EOG of one epoch: blinks and saccades awake, slow rolling movements in N1, rapid eye
+    movements (steep steps) in REM, quiet in N2/N3."""
+    t = np.arange(n) / sfreq
+    x = 10 * _pink(rng, 1, n, sfreq)[0]
+    if stage in ("W", "R"):
+        for _ in range(int(rng.integers(3, 8))):
+            at = rng.uniform(0, n / sfreq)
+            x += rng.choice([-1, 1]) * rng.uniform(80, 200) * (t >= at) * np.exp(-(t - at).clip(0) / 0.5)
+    elif stage == "1":
+        x += 80 * np.sin(2 * np.pi * rng.uniform(0.1, 0.3) * t)
+    return x
 
 
 # --- corpora -------------------------------------------------------------------------------------------
@@ -288,11 +353,70 @@ def _tusz(root: Path, rng: np.random.Generator, n_subjects: int, duration_s: flo
     return made
 
 
+def _sleep_night(i: int, night: int) -> list[str]:
+    """A short night's hypnogram (one code per 30-s epoch): every stage, R&K 3 and 4, a movement time and
+    an unscored (`?`) epoch, runs of one stage longer than an epoch; shifted per subject and night."""
+    night_plan = ["W", "W", "1", "2", "2", "3", "4", "4", "3", "2", "R", "R", "M", "2", "?", "1", "W"]
+    k = (2 * i + night) % 5
+    return night_plan[k:] + night_plan[:k]
+
+
+def _sleep_edf(root: Path, rng: np.random.Generator, n_subjects: int, duration_s: float) -> Made:
+    """Sleep-EDF Expanded, sleep cassette: `sleep-cassette/SC4ssNE0-PSG.edf` (EEG Fpz-Cz and Pz-Oz and
+    horizontal EOG at 100 Hz, respiration, EMG, temperature and event marker at 1 Hz, 30-s records) and
+    `SC4ssNEx-Hypnogram.edf` (EDF+C, annotations only, one record of duration 0, the scorer's letter x),
+    the stages as runs (one annotation per run of equal stages, as the corpus has them). Subject 0 has two
+    nights. Each epoch's EEG follows its stage (`sleep_epoch`); `duration_s` is not used: a night is the
+    hypnogram's 17 epochs."""
+    made: Made = {}
+    for i in range(max(n_subjects, 3)):
+        for night in (1, 2) if i == 0 else (1,):
+            codes = _sleep_night(i, night)
+            sfreq, epoch_n = 100.0, 3000
+            eeg = np.concatenate([sleep_epoch(c, epoch_n, sfreq, rng) for c in codes], axis=1)
+            eog = np.concatenate([sleep_eog(c, epoch_n, sfreq, rng) for c in codes])
+            total_s = 30.0 * len(codes)
+            slow = _other("slow", 1.0, total_s, rng)
+            sex, age = ("F", "M")[i % 2], int(rng.integers(25, 35))
+            header = {
+                "patient": f"X {sex} X {('Female', 'Male')[i % 2]}_{age}yr",
+                "recording": "Startdate 24-APR-1989 X X X",
+                "start": datetime(1989, 4, 24, 16, 13),
+            }
+            signals = [
+                Signal("EEG Fpz-Cz", eeg[0], sfreq, physical_min=-192.0, physical_max=192.0),
+                Signal("EEG Pz-Oz", eeg[1], sfreq, physical_min=-197.0, physical_max=196.0),
+                Signal("EOG horizontal", eog, sfreq, physical_min=-1009.0, physical_max=1009.0),
+                Signal("Resp oro-nasal", slow, 1.0, unit="", physical_min=-2048.0, physical_max=2047.0),
+                Signal("EMG submental", np.abs(slow) / 50, 1.0, physical_min=-5.0, physical_max=5.0),
+                Signal("Temp rectal", 36.8 + slow / 250, 1.0, unit="DegC", physical_min=34.0,
+                       physical_max=40.0),
+                Signal("Event marker", np.zeros(round(total_s)), 1.0, unit="", physical_min=-2048.0,
+                       physical_max=2047.0),
+            ]  # fmt: skip
+            base = f"SC4{i:02d}{night}E"
+            psg = f"sleep-cassette/{base}0-PSG.edf"
+            write_edf(root / psg, signals, record_duration=30.0, **header)
+            made[psg] = (f"night_{night}",)
+            runs: list[tuple[float, float, str]] = []
+            for k, code in enumerate(codes):
+                text = "Movement time" if code == "M" else f"Sleep stage {code}"
+                if runs and runs[-1][2] == text:
+                    runs[-1] = (runs[-1][0], runs[-1][1] + 30.0, text)
+                else:
+                    runs.append((30.0 * k, 30.0, text))
+            hypnogram = f"sleep-cassette/{base}{'CHJ'[(i + night) % 3]}-Hypnogram.edf"
+            write_edf(root / hypnogram, [], record_duration=0.0, edf_plus="C", annotations=runs, **header)
+            made[hypnogram] = ("labels",)
+    return made
+
+
 _MAKERS: dict[str, Callable[[Path, np.random.Generator, int, float], Made]] = {
     "tuab": _tuab,
     "generic-csv": _generic_csv,
     "eegmmidb": _eegmmidb,
     "tusz": _tusz,
+    "sleep-edf": _sleep_edf,
 }
 TASKS = tuple(_MAKERS)
 

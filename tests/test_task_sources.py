@@ -1,0 +1,204 @@
+"""Labelled shards from the label files of Sleep-EDF (hypnograms), TUEV (.rec) and CHB-MIT (summaries):
+every window's label against the label file read here independently, the edges, what is counted, the
+splits, and that the fixtures' classes differ in physiology."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from collections import Counter, defaultdict
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+from shardcheck import check_contract, read_shard
+
+from eegfm.ingest import contract
+from eegfm.ingest.run import run_shards
+from eegfm.ingest.task_fixtures import generate_task_corpus
+from eegfm.ingest.tasks import Labeller, dataset_recipe, load_task
+
+
+def _ingest(task_name: str, root: Path, out: Path, *overrides: str) -> dict:
+    task = load_task(task_name, list(overrides))
+    recipe = dataset_recipe(task, root=str(root))
+    return run_shards(
+        recipe, str(out), shard_bytes=1 << 20, progress=False, labeller=Labeller.prepare(task, str(root))
+    )
+
+
+def _windows(out: Path) -> list[tuple[dict, np.ndarray]]:
+    """(metadata, C×T signal) of every sample in the shards under `out`."""
+    manifest = json.loads((out / contract.MANIFEST_NAME).read_text())
+    found = []
+    for shard in manifest["shards"]:
+        for members in read_shard(out / shard["url"]).values():
+            meta = json.loads(members[contract.META_SUFFIX])
+            found.append((meta, np.load(io.BytesIO(members[contract.EEG_SUFFIX])).astype(float)))
+    return found
+
+
+def _relative_power(eeg: np.ndarray, lo: float, hi: float, channel: int | None = None) -> float:
+    spectrum = np.abs(np.fft.rfft(eeg, axis=1)) ** 2
+    freqs = np.fft.rfftfreq(eeg.shape[1], 1 / 200.0)
+    rows = spectrum if channel is None else spectrum[channel : channel + 1]
+    band = rows[:, (freqs >= lo) & (freqs < hi)].sum()
+    return float(band / rows[:, (freqs >= 0.5) & (freqs < 40)].sum())
+
+
+def _subjects_by_split(metas: list[dict]) -> dict[str, set[str]]:
+    by_split = defaultdict(set)
+    for meta in metas:
+        by_split[meta["split"]].add(meta["subject"])
+    splits = list(by_split)
+    for i, a in enumerate(splits):
+        for b in splits[i + 1 :]:
+            assert not by_split[a] & by_split[b], f"a subject in {a} and {b}"
+    return by_split
+
+
+# --- Sleep-EDF: hypnograms paired with their PSGs -------------------------------------------------------
+
+STAGE_CLASS = {
+    "Sleep stage W": "W",
+    "Sleep stage 1": "N1",
+    "Sleep stage 2": "N2",
+    "Sleep stage 3": "N3",
+    "Sleep stage 4": "N3",
+    "Sleep stage R": "REM",
+}
+
+
+def _hypnogram_epochs(path: Path, shift_s: float = 0.0) -> dict[float, str]:
+    """The test's own reading of a hypnogram, with MNE: {epoch start on the PSG's clock: stage text}."""
+    import mne
+
+    found = mne.read_annotations(path)
+    epochs = {}
+    for onset, duration, text in zip(found.onset, found.duration, found.description, strict=True):
+        for k in range(round(duration / 30)):
+            epochs[round(float(onset) + shift_s + 30 * k, 6)] = str(text)
+    return epochs
+
+
+def _hypnogram_of(corpus: Path, psg: str) -> Path:
+    (hypnogram,) = (corpus / psg).parent.glob(Path(psg).name[:7] + "*-Hypnogram.edf")
+    return hypnogram
+
+
+@pytest.fixture(scope="module")
+def sleep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
+    base = tmp_path_factory.mktemp("sleep-edf")
+    generate_task_corpus("sleep-edf", base / "corpus", seed=0, n_subjects=3)
+    manifest = _ingest("sleep-edf", base / "corpus", base / "shards")
+    return base / "corpus", base / "shards", manifest
+
+
+def test_sleep_windows_are_the_hypnogram_epochs_with_their_stages(sleep: tuple[Path, Path, dict]) -> None:
+    corpus, out, manifest = sleep
+    check_contract(out, window_samples=6000)
+    windows = _windows(out)
+    assert manifest["classes"] == ["W", "N1", "N2", "N3", "REM"]
+    for meta, eeg in windows:
+        epochs = _hypnogram_epochs(_hypnogram_of(corpus, meta["source_file"]))
+        assert meta["start_s"] in epochs, f"window at {meta['start_s']} s is not a hypnogram epoch"
+        assert meta["label_name"] == STAGE_CLASS[epochs[meta["start_s"]]]
+        assert meta["channels"] == ["Fpz-Cz", "Pz-Oz"] and eeg.shape == (2, 6000)  # EOG, EMG: not EEG
+    written = [f for f in manifest["files"] if f["status"] == "written"]
+    assert len(written) == 4
+    for f in written:  # every scored epoch is a window; `?` and movement time are counted, not written
+        stages = Counter(_hypnogram_epochs(_hypnogram_of(corpus, f["path"])).values())
+        labelled = Counter()
+        for stage, n in stages.items():
+            if stage in STAGE_CLASS:
+                labelled[STAGE_CLASS[stage]] += n
+        assert f["class_counts"] == dict(labelled)
+        assert f["unlabelled"] == {
+            "label ignored by the task 'Movement time'": stages["Movement time"],
+            "label ignored by the task 'Sleep stage ?'": stages["Sleep stage ?"],
+        }
+    # Stages 3 and 4 both count as N3.
+    stages = Counter(
+        _hypnogram_epochs(_hypnogram_of(corpus, m["source_file"]))[m["start_s"]]
+        for m, _ in windows
+        if m["label_name"] == "N3"
+    )
+    assert stages["Sleep stage 3"] > 0 and stages["Sleep stage 4"] > 0
+    skipped = {f["path"]: f["reason"] for f in manifest["files"] if f["status"] == "skipped"}
+    assert all(p.endswith("-Hypnogram.edf") for p in skipped) and len(skipped) == 4
+
+
+def test_sleep_splits_are_per_subject_and_both_nights_go_together(sleep: tuple[Path, Path, dict]) -> None:
+    _, out, _ = sleep
+    metas = [meta for meta, _ in _windows(out)]
+    for meta in metas:  # SC4ssN: subject ss (the recipe's subject is 4ss), night N
+        assert meta["subject"] == "4" + Path(meta["source_file"]).name[3:5]
+    by_split = _subjects_by_split(metas)
+    assert sum(len(s) for s in by_split.values()) == 3
+    nights = {m["split"] for m in metas if m["subject"] == "400"}
+    assert len({m["source_file"] for m in metas if m["subject"] == "400"}) == 2 and len(nights) == 1
+
+
+def test_sleep_stages_differ_in_physiology(sleep: tuple[Path, Path, dict]) -> None:
+    """N3: most delta; N2: most spindle (12-14 Hz) power; W: most alpha on Pz-Oz; N1: most theta."""
+    _, out, _ = sleep
+    power = defaultdict(lambda: defaultdict(list))
+    for meta, eeg in _windows(out):
+        stage = meta["label_name"]
+        power["delta"][stage].append(_relative_power(eeg, 0.5, 2.0))
+        power["sigma"][stage].append(_relative_power(eeg, 12.0, 14.0))
+        power["alpha"][stage].append(_relative_power(eeg, 8.0, 12.0, channel=1))
+        power["theta"][stage].append(_relative_power(eeg, 4.0, 7.0))
+    others = lambda band, stage: [v for s, vs in power[band].items() if s != stage for v in vs]  # noqa: E731
+    assert min(power["delta"]["N3"]) > max(others("delta", "N3"))
+    assert min(power["alpha"]["W"]) > max(others("alpha", "W"))
+    for band, stage in (("sigma", "N2"), ("theta", "N1")):
+        means = {s: np.mean(v) for s, v in power[band].items()}
+        assert max(means, key=means.get) == stage, (band, means)
+
+
+def test_sleep_hypnogram_pairing_missing_ambiguous_and_a_later_start(tmp_path: Path) -> None:
+    from eegfm.ingest.fixtures import write_edf
+    from eegfm.ingest.labels import Annotation
+    from eegfm.ingest.labels.sleep_edf import epochs, hypnograms_by_key
+
+    assert hypnograms_by_key(
+        ["a/SC4001E0-PSG.edf", "a/SC4001EC-Hypnogram.edf", "b/SC4001EH-Hypnogram.edf"]
+    ) == {
+        ("a", "SC4001E"): ["a/SC4001EC-Hypnogram.edf"],
+        ("b", "SC4001E"): ["b/SC4001EH-Hypnogram.edf"],
+    }
+    assert epochs([Annotation(0, 90, "W"), Annotation(90, 100, "?")]) == [
+        Annotation(0, 30, "W"), Annotation(30, 60, "W"), Annotation(60, 90, "W"), Annotation(90, 100, "?")
+    ]  # fmt: skip
+
+    corpus = tmp_path / "corpus"
+    generate_task_corpus("sleep-edf", corpus, seed=1, n_subjects=3)
+    folder = corpus / "sleep-cassette"
+    (folder / "SC4021EC-Hypnogram.edf").unlink()  # missing
+    shutil.copy(folder / "SC4002EJ-Hypnogram.edf", folder / "SC4002EV-Hypnogram.edf")  # ambiguous
+    # SC4011's hypnogram re-exported to start 60 s after its PSG (onsets on its own clock).
+    original = _hypnogram_epochs(folder / "SC4011EJ-Hypnogram.edf")
+    later = sorted((t - 60.0, 30.0, text) for t, text in original.items() if t >= 60.0)
+    write_edf(
+        folder / "SC4011EJ-Hypnogram.edf",
+        [],
+        record_duration=0.0,
+        edf_plus="C",
+        annotations=later,
+        recording="Startdate 24-APR-1989 X X X",
+        start=datetime(1989, 4, 24, 16, 14),
+    )
+    manifest = _ingest("sleep-edf", corpus, tmp_path / "out")
+    reasons = {f["path"]: f["reason"] for f in manifest["files"] if f["status"] == "skipped"}
+    assert reasons["sleep-cassette/SC4021E0-PSG.edf"] == "no hypnogram (SC4021E*-Hypnogram.edf beside it)"
+    assert reasons["sleep-cassette/SC4002E0-PSG.edf"] == (
+        "ambiguous hypnogram (2 files start with SC4002E: SC4002EJ-Hypnogram.edf, SC4002EV-Hypnogram.edf)"
+    )
+    shifted = [m for m, _ in _windows(tmp_path / "out") if m["source_file"].endswith("SC4011E0-PSG.edf")]
+    assert min(m["start_s"] for m in shifted) >= 60.0
+    assert len(shifted) == sum(1 for t, s in original.items() if t >= 60.0 and s in STAGE_CLASS)
+    for meta in shifted:
+        assert meta["label_name"] == STAGE_CLASS[original[meta["start_s"]]]
