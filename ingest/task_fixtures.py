@@ -171,6 +171,65 @@ def sleep_eog(stage: str, n: int, sfreq: float, rng: np.random.Generator) -> np.
     return x
 
 
+TUEV_CLASSES = ("spsw", "gped", "pled", "eyem", "artf", "bckg")  # .rec codes 1-6
+# TUH's TCP (double banana) montage: what a .rec file's channel numbers index.
+# fmt: off
+TCP_PAIRS = [
+    ("FP1", "F7"), ("F7", "T3"), ("T3", "T5"), ("T5", "O1"), ("FP2", "F8"), ("F8", "T4"), ("T4", "T6"),
+    ("T6", "O2"), ("A1", "T3"), ("T3", "C3"), ("C3", "CZ"), ("CZ", "C4"), ("C4", "T4"), ("T4", "A2"),
+    ("FP1", "F3"), ("F3", "C3"), ("C3", "P3"), ("P3", "O1"), ("FP2", "F4"), ("F4", "C4"), ("C4", "P4"),
+    ("P4", "O2"),
+]
+# fmt: on
+
+
+def _transient(t: np.ndarray, at: float, width: float) -> np.ndarray:
+    return np.exp(-0.5 * ((t - at) / width) ** 2)
+
+
+def tuev_event(
+    kind: str, names: Sequence[str], t: np.ndarray, sfreq: float, rng: np.random.Generator, centre: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(C×len(t) µV, per-electrode involvement 0-1) of one TUEV episode around `centre` (s):
+    spsw: a focal spike (a 20-70 ms sharp wave) with its after-going slow wave, twice; gped: sharp
+    discharges every ~1 s over the whole head; pled: the same, periodic, over one hemisphere; eyem: a large
+    slow deflection on the frontopolar electrodes (opposite on F7/F8: a lateral eye movement); artf: a burst
+    of high-frequency muscle activity, temporal and frontal; bckg: nothing."""
+    d = np.nan_to_num(_directions(names, _MONTAGE))
+    x = np.zeros((len(names), len(t)))
+    weight = np.zeros(len(names))
+    if kind == "spsw":
+        focus = d[int(rng.integers(len(names)))]
+        weight = np.exp(-((np.arccos(np.clip(d @ focus, -1, 1)) / 0.5) ** 2))
+        wave = np.zeros(len(t))
+        for at in (centre, centre + rng.uniform(0.8, 1.5)):
+            wave += -160 * _transient(t, at, 0.015) + 50 * _transient(t, at + 0.18, 0.09)
+        x += weight[:, None] * wave[None, :]
+    elif kind in ("gped", "pled"):
+        if kind == "gped":
+            weight = np.full(len(names), 0.9)
+        else:
+            side = rng.choice([-1.0, 1.0])
+            weight = np.clip(side * d[:, 0] / 0.5, 0, 1)
+        period = rng.uniform(0.8, 1.2)
+        wave = np.zeros(len(t))
+        for at in np.arange(centre - 3.0, centre + 3.0, period):
+            wave += -120 * _transient(t, at, 0.04) + 40 * _transient(t, at + 0.15, 0.06)
+        x += weight[:, None] * wave[None, :]
+    elif kind == "eyem":
+        weight = np.clip((d[:, 1] - 0.6) / 0.3, 0, 1) ** 2
+        lateral = np.clip((np.abs(d[:, 0]) - 0.5) / 0.3, 0, 1) * (d[:, 1] > 0.3) * np.sign(d[:, 0])
+        slow = 200 * _transient(t, centre, 0.3)
+        x += (weight + 0.6 * lateral)[:, None] * slow[None, :]
+        weight = np.maximum(weight, np.abs(lateral))
+    elif kind == "artf":
+        weight = np.clip((np.abs(d[:, 0]) - 0.5) / 0.3, 0, 1) * (d[:, 2] < 0.5) + 0.3
+        inside = np.abs(t - centre) < rng.uniform(1.0, 1.5)
+        burst = np.stack([_band_noise(rng, int(inside.sum()), sfreq, 25, 70) for _ in names])
+        x[:, inside] += 70 * weight[:, None] * burst * np.hanning(int(inside.sum()))[None, :]
+    return x, weight
+
+
 # --- corpora -------------------------------------------------------------------------------------------
 
 
@@ -411,12 +470,68 @@ def _sleep_edf(root: Path, rng: np.random.Generator, n_subjects: int, duration_s
     return made
 
 
+def _tuev(root: Path, rng: np.random.Generator, n_subjects: int, duration_s: float) -> Made:
+    """TUEV: `edf/<train|eval>/<subject>/<subject>_<NNNNNNNN>.edf` (TUH `EEG XX-REF` channels, 250/256 Hz)
+    with its `.rec` (channel,start,stop,code per TCP channel and 1-s event). The recording is a series of
+    6-s episodes, each of one class (`tuev_event`), its middle second annotated: the event's code on the
+    TCP channels it involves, bckg (6) on the others, as TUEV files have them. The first episode's event
+    is at 1 s (its 5-s window would start before the recording) and the last ends at the recording's end;
+    one episode has a spike on some channels and a PLED on others (two event classes at one moment).
+    Subject 0 has two recordings; subjects alternate official train and eval in pairs."""
+    made: Made = {}
+    duration_s = max(6.0 * round(duration_s / 6.0), 42.0)
+    for i in range(max(n_subjects, 4)):
+        subject = f"{2275 + 37 * i:08d}"
+        official = ("train", "eval")[i // 2 % 2]
+        for session in (1, 2) if i == 0 else (1,):
+            sfreq = (250.0, 256.0)[(i + session) % 2]
+            n = round(sfreq * duration_s)
+            t = np.arange(n) / sfreq
+            x = 12 * _pink(rng, len(TUH_EEG), n, sfreq)
+            x += posterior_alpha(TUH_EEG, n, sfreq, rng, np.full(n, 0.6))
+            x += 3 * np.sin(2 * np.pi * 60.0 * t + rng.uniform(0, 2 * np.pi, (len(TUH_EEG), 1)))
+            rows: list[tuple[int, float, float, int]] = []
+            episodes = int(duration_s // 6)
+            for k in range(episodes):
+                kind = TUEV_CLASSES[(k + 2 * i + session) % 6]
+                centre = 1.0 if k == 0 else duration_s - 0.5 if k == episodes - 1 else 6.0 * k + 3.0
+                signal, weight = tuev_event(kind, TUH_EEG, t, sfreq, rng, centre)
+                x += signal
+                involved = dict(zip(TUH_EEG, weight, strict=True))
+                code = TUEV_CLASSES.index(kind) + 1
+                conflict = k == 3 and session == 1
+                for channel, (a, b) in enumerate(TCP_PAIRS):
+                    mine = kind != "bckg" and max(involved[a], involved[b]) > 0.5
+                    row_code = code if mine else 6
+                    if conflict and not mine:
+                        row_code = 3 if kind != "pled" else 1
+                    rows.append((channel, centre - 0.5, centre + 0.5, row_code))
+            signals = [
+                Signal(f"EEG {e}-REF", v, sfreq, physical_min=-4999.84, physical_max=4999.84)
+                for e, v in zip(TUH_EEG, x, strict=True)
+            ]
+            rel = f"edf/{official}/{subject}/{subject}_{session:08d}.edf"
+            write_edf(
+                root / rel,
+                signals,
+                patient=f"{subject} M 01-JAN-1900 {subject} Age:{int(rng.integers(18, 90))}",
+                recording=f"Startdate 01-JAN-2010 {subject}_{session:08d} TUH X",
+                start=datetime(2010, 1, 1, 8, 30, 0),
+            )
+            rec = "".join(f"{c},{a:.1f},{b:.1f},{code}\n" for c, a, b, code in rows)
+            (root / rel).with_suffix(".rec").write_text(rec)
+            made[rel] = (official,)
+            made[rel.removesuffix(".edf") + ".rec"] = ("labels",)
+    return made
+
+
 _MAKERS: dict[str, Callable[[Path, np.random.Generator, int, float], Made]] = {
     "tuab": _tuab,
     "generic-csv": _generic_csv,
     "eegmmidb": _eegmmidb,
     "tusz": _tusz,
     "sleep-edf": _sleep_edf,
+    "tuev": _tuev,
 }
 TASKS = tuple(_MAKERS)
 

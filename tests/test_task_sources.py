@@ -202,3 +202,124 @@ def test_sleep_hypnogram_pairing_missing_ambiguous_and_a_later_start(tmp_path: P
     assert len(shifted) == sum(1 for t, s in original.items() if t >= 60.0 and s in STAGE_CLASS)
     for meta in shifted:
         assert meta["label_name"] == STAGE_CLASS[original[meta["start_s"]]]
+
+
+# --- TUEV: a .rec beside each EDF, 5-s windows centred on events ---------------------------------------
+
+TUEV_CODES = {"1": "spsw", "2": "gped", "3": "pled", "4": "eyem", "5": "artf", "6": "bckg"}
+
+
+def _rec_events(rec: Path) -> dict[float, str | None]:
+    """The test's own reading of a .rec: {event centre: its class, or None for two event classes}; per
+    moment, background on some channels gives way to an event on the others."""
+    codes = defaultdict(set)
+    for line in rec.read_text().splitlines():
+        _, start, stop, code = line.split(",")
+        codes[(float(start) + float(stop)) / 2].add(TUEV_CODES[code])
+    out = {}
+    for centre, names in codes.items():
+        events = names - {"bckg"} or names
+        out[round(centre, 6)] = events.pop() if len(events) == 1 else None
+    return out
+
+
+def test_tuev_rec_parser_per_moment_labels_unknown_codes_and_bad_lines() -> None:
+    from eegfm.ingest.labels import Annotation as A
+    from eegfm.ingest.labels import LabelError
+    from eegfm.ingest.labels.tuev_rec import parse_rec
+
+    text = "0,10.0,11.0,6\n1,10.0,11.0,1\n2,10.0,11.0,6\n\n0,20.0,21.0,6\n1,20.0,21.0,6\n0,30.0,31.0,1\n"
+    text += "1,30.0,31.0,3\n0,40.0,41.0,9\n"
+    assert parse_rec(text) == [
+        A(10.0, 11.0, "spsw"), A(20.0, 21.0, "bckg"), A(30.0, 31.0, "pled"), A(30.0, 31.0, "spsw"),
+        A(40.0, 41.0, "code 9"),
+    ]  # fmt: skip
+    with pytest.raises(LabelError, match="line 2"):
+        parse_rec("0,1.0,2.0,6\n0,1.0,two,6\n")
+    with pytest.raises(LabelError, match=r"line 1 \(stop"):
+        parse_rec("0,2.0,2.0,6\n")
+
+
+def test_tuev_recipe_reads_the_layout(tmp_path: Path) -> None:
+    from eegfm.ingest.recipe import discover, load_recipe
+
+    for rel in ("edf/train/00002275/00002275_00000001.edf", "edf/eval/aaaaaaar/aaaaaaar_00000002.edf"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    found = {
+        f.path: (f.subject, f.recording, f.skip_reason)
+        for f in discover(load_recipe("tuev", root=str(tmp_path)))
+    }
+    assert found == {
+        "edf/train/00002275/00002275_00000001.edf": ("00002275", "00002275_00000001", None),
+        "edf/eval/aaaaaaar/aaaaaaar_00000002.edf": ("aaaaaaar", "aaaaaaar_00000002", None),
+    }
+
+
+@pytest.fixture(scope="module")
+def tuev(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict, dict]:
+    base = tmp_path_factory.mktemp("tuev")
+    made = generate_task_corpus("tuev", base / "corpus", seed=0, n_subjects=4, duration_s=60.0)
+    manifest = _ingest("tuev", base / "corpus", base / "shards")
+    return base / "corpus", base / "shards", manifest, made
+
+
+def test_tuev_windows_are_centred_on_rec_events_with_their_class(tuev: tuple[Path, Path, dict, dict]) -> None:
+    corpus, out, manifest, _ = tuev
+    check_contract(out, window_samples=1000)
+    windows = _windows(out)
+    for meta, _ in windows:
+        events = _rec_events((corpus / meta["source_file"]).with_suffix(".rec"))
+        centre = round(meta["start_s"] + 2.5, 6)
+        assert centre in events and meta["label_name"] == events[centre] is not None, meta
+    for f in manifest["files"]:
+        assert f["status"] == "written"
+        events = _rec_events((corpus / f["path"]).with_suffix(".rec"))
+        fits = {c: name for c, name in events.items() if c - 2.5 >= 0 and c + 2.5 <= 60.0}
+        assert f["class_counts"] == dict(Counter(name for name in fits.values() if name))
+        unlabelled = Counter({"event too close to the recording's edge or a gap": len(events) - len(fits)})
+        unlabelled["overlaps two labels"] = sum(1 for name in fits.values() if name is None)
+        assert f["unlabelled"] == {k: v for k, v in unlabelled.items() if v}
+    totals = manifest["totals"]["unlabelled_reasons"]
+    assert (
+        totals["event too close to the recording's edge or a gap"] == 2 * 5
+        and totals["overlaps two labels"] > 0
+    )
+    assert all(sum(manifest["class_counts"][s].values()) for s in ("train", "test"))
+    assert set(manifest["classes"]) == {m["label_name"] for m, _ in windows}
+
+
+def test_tuev_official_splits_are_kept_and_no_subject_is_in_two(tuev: tuple[Path, Path, dict, dict]) -> None:
+    _, out, manifest, made = tuev
+    metas = [m for m, _ in _windows(out)]
+    for meta in metas:
+        official = made[meta["source_file"]][0]
+        assert meta["split"] == "test" if official == "eval" else meta["split"] in ("train", "val")
+        assert meta["subject"] == meta["source_file"].split("/")[2]
+    _subjects_by_split(metas)
+    assert {f["split"] for f in manifest["files"]} >= {"train", "test"}
+
+
+def test_tuev_event_classes_differ_in_physiology(tuev: tuple[Path, Path, dict, dict]) -> None:
+    """eyem: most frontal low-frequency power; artf: most high-frequency power; pled: most asymmetric
+    between the hemispheres; the discharges (spsw, gped, pled) carry more power than background."""
+    _, out, _, _ = tuev
+    measures = defaultdict(lambda: defaultdict(list))
+    for meta, eeg in _windows(out):
+        name, channels = meta["label_name"], meta["channels"]
+        frontal = [channels.index(c) for c in ("Fp1", "Fp2")]
+        left = [channels.index(c) for c in ("F3", "C3", "P3", "F7", "T7", "P7")]
+        right = [channels.index(c) for c in ("F4", "C4", "P4", "F8", "T8", "P8")]
+        spectrum = np.abs(np.fft.rfft(eeg, axis=1)) ** 2
+        freqs = np.fft.rfftfreq(eeg.shape[1], 1 / 200.0)
+        low = (freqs >= 0.5) & (freqs < 3)
+        measures["frontal_low"][name].append(spectrum[frontal][:, low].sum() / spectrum[:, low].sum())
+        measures["high"][name].append(_relative_power(eeg, 25.0, 40.0))
+        power = (eeg**2).mean(axis=1)
+        measures["asymmetry"][name].append(abs(np.log(power[left].mean() / power[right].mean())))
+        measures["power"][name].append(power.mean())
+    for measure, winner in (("frontal_low", "eyem"), ("high", "artf"), ("asymmetry", "pled")):
+        means = {k: np.mean(v) for k, v in measures[measure].items()}
+        assert max(means, key=means.get) == winner, (measure, means)
+    for name in ("spsw", "gped", "pled"):
+        assert min(measures["power"][name]) > max(measures["power"]["bckg"]), name
