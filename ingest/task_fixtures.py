@@ -12,13 +12,14 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 
 from eegfm.errors import ConfigError
 from eegfm.ingest.fixtures import (
+    CHBMIT_LABELS,
     EEGMMIDB_LABELS,
     GENERIC_EEG,
     TUH_EEG,
@@ -525,6 +526,65 @@ def _tuev(root: Path, rng: np.random.Generator, n_subjects: int, duration_s: flo
     return made
 
 
+def _chbmit(root: Path, rng: np.random.Generator, n_subjects: int, duration_s: float) -> Made:
+    """CHB-MIT: `chbNN/chbNN_RR.edf` (23 bipolar double-banana channels at 256 Hz, differences of
+    simulated electrodes) and `chbNN/chbNN-summary.txt` as the database writes it: sampling rate, the
+    channel list, a block per file (clock times, seizure count, seizure start/end in seconds), and a
+    `Channels changed:` list before a later file. Three recordings per subject: one seizure (`Seizure Start
+    Time:`), two seizures numbered (`Seizure 1 Start Time:`, as later subjects have them), none. A seizure
+    is an evolving rhythmic 3-8 Hz discharge (`evolving_seizure`)."""
+    made: Made = {}
+    electrodes = sorted({e for label in CHBMIT_LABELS for e in label.split("-")})
+    for i in range(max(n_subjects, 3)):
+        subject = f"chb{i + 1:02d}"
+        lines = ["Data Sampling Rate: 256 Hz", "*************************", "", "Channels in EDF Files:"]
+        lines += [
+            "**********************",
+            *(f"Channel {k + 1}: {c}" for k, c in enumerate(CHBMIT_LABELS)),
+            "",
+        ]
+        for run, n_seizures in ((1, 1), (2, 2), (3, 0)):
+            sfreq = 256.0
+            x = simulate_eeg(electrodes, sfreq, duration_s, mains_hz=60.0, rng=rng)
+            seizures: list[tuple[int, int]] = []
+            if n_seizures:
+                edges = np.linspace(0, duration_s, n_seizures + 1)
+                for a, b in ((edges[k], edges[k + 1]) for k in range(n_seizures)):
+                    start = int(a + rng.uniform(0.15, 0.35) * (b - a))
+                    stop = int(start + rng.uniform(0.35, 0.5) * (b - a))
+                    seizures.append((start, stop))
+                    x += evolving_seizure(electrodes, x.shape[1], sfreq, rng, float(start), float(stop))
+            at = dict(zip(electrodes, x, strict=True))
+            signals = [
+                Signal(label, at[a] - at[b], sfreq, physical_min=-6400.0, physical_max=6400.0)
+                for label, (a, b) in ((label, label.split("-")) for label in CHBMIT_LABELS)
+            ]
+            rel = f"{subject}/{subject}_{run:02d}.edf"
+            clock = datetime(2076, 11, 6, 11 + run, 42, 54)
+            write_edf(root / rel, signals, start=clock)
+            made[rel] = (f"{n_seizures}_seizures",)
+            if run == 3:
+                lines += ["Channels changed:", "*****************"]
+                lines += [*(f"Channel {k + 1}: {c}" for k, c in enumerate(CHBMIT_LABELS)), ""]
+            end = clock + timedelta(seconds=duration_s)
+            lines += [
+                f"File Name: {subject}_{run:02d}.edf",
+                f"File Start Time: {clock:%H:%M:%S}",
+                f"File End Time: {end:%H:%M:%S}",
+                f"Number of Seizures in File: {n_seizures}",
+            ]
+            for k, (start, stop) in enumerate(seizures, start=1):
+                number = f" {k}" if n_seizures > 1 else ""
+                lines += [
+                    f"Seizure{number} Start Time: {start} seconds",
+                    f"Seizure{number} End Time: {stop} seconds",
+                ]
+            lines.append("")
+        (root / subject / f"{subject}-summary.txt").write_text("\n".join(lines) + "\n")
+        made[f"{subject}/{subject}-summary.txt"] = ("labels",)
+    return made
+
+
 _MAKERS: dict[str, Callable[[Path, np.random.Generator, int, float], Made]] = {
     "tuab": _tuab,
     "generic-csv": _generic_csv,
@@ -532,6 +592,7 @@ _MAKERS: dict[str, Callable[[Path, np.random.Generator, int, float], Made]] = {
     "tusz": _tusz,
     "sleep-edf": _sleep_edf,
     "tuev": _tuev,
+    "chbmit": _chbmit,
 }
 TASKS = tuple(_MAKERS)
 

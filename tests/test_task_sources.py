@@ -323,3 +323,132 @@ def test_tuev_event_classes_differ_in_physiology(tuev: tuple[Path, Path, dict, d
         assert max(means, key=means.get) == winner, (measure, means)
     for name in ("spsw", "gped", "pled"):
         assert min(measures["power"][name]) > max(measures["power"]["bckg"]), name
+
+
+# --- CHB-MIT: chbNN-summary.txt per subject -----------------------------------------------------------
+
+
+def _summary_seizures(summary: Path) -> dict[str, list[tuple[float, float]]]:
+    """The test's own reading of a summary: {file name: [(start, end)]} from its File Name and Seizure
+    lines (numbered or not)."""
+    import re
+
+    out, current, start = {}, None, None
+    for line in summary.read_text().splitlines():
+        if line.startswith("File Name:"):
+            current = line.split(":", 1)[1].strip()
+            out[current] = []
+        elif m := re.match(r"Seizure (?:\d+ )?(Start|End) Time: (\d+) seconds", line):
+            if m.group(1) == "Start":
+                start = float(m.group(2))
+            else:
+                out[current].append((start, float(m.group(2))))
+    return out
+
+
+def _chbmit_truth(seizures: list[tuple[float, float]], start: float, stop: float) -> str | None:
+    inside = [a < stop and b > start for a, b in seizures]
+    covered = [a <= start and b >= stop for a, b in seizures]
+    if any(covered):
+        return "seizure"
+    return None if any(inside) else "background"
+
+
+@pytest.fixture(scope="module")
+def chbmit(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
+    base = tmp_path_factory.mktemp("chbmit")
+    generate_task_corpus("chbmit", base / "corpus", seed=0, n_subjects=4, duration_s=60.0)
+    manifest = _ingest("chbmit", base / "corpus", base / "shards")
+    return base / "corpus", base / "shards", manifest
+
+
+def test_chbmit_windows_carry_the_summary_label_at_their_time(chbmit: tuple[Path, Path, dict]) -> None:
+    corpus, out, manifest = chbmit
+    check_contract(out, window_samples=2000)
+    grid = np.arange(0.0, 50.0 + 1e-9, 5.0)
+    seizure_theta, background_theta = [], []
+    for meta, eeg in _windows(out):
+        subject = meta["source_file"].split("/")[0]
+        seizures = _summary_seizures(corpus / subject / f"{subject}-summary.txt")[
+            Path(meta["source_file"]).name
+        ]
+        assert meta["label_name"] == _chbmit_truth(seizures, meta["start_s"], meta["start_s"] + 10.0), meta
+        assert meta["subject"] == subject
+        share = _relative_power(eeg, 3.0, 8.0)
+        (seizure_theta if meta["label_name"] == "seizure" else background_theta).append(share)
+    for f in manifest["files"]:
+        subject = f["path"].split("/")[0]
+        seizures = _summary_seizures(corpus / subject / f"{subject}-summary.txt")[Path(f["path"]).name]
+        truth = Counter(_chbmit_truth(seizures, s, s + 10.0) for s in grid)
+        assert f["class_counts"] == {k: v for k, v in truth.items() if k}
+        assert f["unlabelled"] == ({"overlaps two labels": truth[None]} if truth[None] else {})
+    _subjects_by_split([m for m, _ in _windows(out)])
+    # Seizure windows: evolving rhythmic 3-8 Hz discharges dominate.
+    assert len(seizure_theta) > 10 and min(seizure_theta) > max(background_theta)
+
+
+def test_chbmit_summary_parser_reads_both_styles_and_names_a_bad_line() -> None:
+    from eegfm.errors import DataError
+    from eegfm.ingest.labels.chbmit_summary import intervals, parse_summary
+
+    text = (
+        "Data Sampling Rate: 256 Hz\n\nChannels in EDF Files:\nChannel 1: FP1-F7\n\n"
+        "File Name: chb04_01.edf\nFile Start Time: 07:05:14\nNumber of Seizures in File: 0\n\n"
+        "Channels changed:\nChannel 1: FP1-F7\n\n"
+        "File Name: chb04_05.edf\nNumber of Seizures in File: 2\n"
+        "Seizure 1 Start Time: 7804 seconds\nSeizure 1 End Time:  7853 seconds\n"
+        "Seizure 2 Start Time: 9001 seconds\nSeizure 2 End Time: 9100 seconds\n\n"
+        "File Name: chb01_03.edf\nNumber of Seizures in File: 1\n"
+        "Seizure Start Time: 2996 seconds\nSeizure End Time: 3036 seconds\n"
+    )
+    assert parse_summary(text, "s.txt") == {
+        "chb04_01.edf": [],
+        "chb04_05.edf": [(7804.0, 7853.0), (9001.0, 9100.0)],
+        "chb01_03.edf": [(2996.0, 3036.0)],
+    }
+    from eegfm.ingest.labels import Annotation as A
+
+    assert intervals([(10.0, 20.0)], 30.0) == [
+        A(0, 10, "background"),
+        A(10, 20, "seizure"),
+        A(20, 30, "background"),
+    ]
+    bad = {
+        "File Name: a.edf\nNumber of Seizures in File: 2\nSeizure Start Time: 1 seconds\n"
+        "Seizure End Time: 2 seconds\n": r"s\.txt: line 1: a\.edf says 2 seizures but lists 1",
+        "File Name: a.edf\nNumber of Seizures in File: 1\nSeizure Start Time: 5 seconds\n": (
+            r"line 3: seizure start"
+        ),
+        "Seizure Start Time: 5 seconds\n": r"line 1: seizure time outside",
+        "File Name: a.edf\nNumber of Seizures in File: 1\nSeizure Start Time: 5 seconds\n"
+        "Seizure End Time: 4 seconds\n": r"line 4: seizure end without a start",
+        "File Name: a.edf\nNumber of Seizures in File: 1\nSeizure Start Time: five seconds\n": (
+            r"line 3: .*not seconds"
+        ),
+    }
+    for summary, message in bad.items():
+        with pytest.raises(DataError, match=message):
+            parse_summary(summary, "s.txt")
+
+
+def test_chbmit_malformed_summary_is_one_line_and_an_unlisted_recording_is_skipped(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    corpus = tmp_path / "corpus"
+    generate_task_corpus("chbmit", corpus, seed=2, n_subjects=3, duration_s=30.0)
+    summary = corpus / "chb02" / "chb02-summary.txt"
+    original = summary.read_text()
+    # chb02_03 left out of its summary: skipped with that reason.
+    summary.write_text(original.split("File Name: chb02_03.edf")[0])
+    manifest = _ingest("chbmit", corpus, tmp_path / "out")
+    reasons = {f["path"]: f["reason"] for f in manifest["files"] if f["status"] == "skipped"}
+    assert reasons["chb02/chb02_03.edf"] == "recording not listed in its -summary.txt (chb02_03.edf)"
+    summary.write_text(original.replace("Number of Seizures in File: 2", "Number of Seizures in File: 3"))
+    result = subprocess.run(
+        [sys.executable, "-m", "eegfm.cli", "shards", "--task", "chbmit", "--root", str(corpus),
+         "--out", str(tmp_path / "out2"), "--no-progress"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "chb02-summary.txt: line" in result.stderr and "says 3 seizures but lists 2" in result.stderr
