@@ -12,13 +12,14 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 
 from eegfm.errors import ConfigError
 from eegfm.ingest.fixtures import (
+    CHBMIT_LABELS,
     EEGMMIDB_LABELS,
     GENERIC_EEG,
     TUH_EEG,
@@ -26,6 +27,8 @@ from eegfm.ingest.fixtures import (
     Signal,
     _band_noise,
     _directions,
+    _other,
+    _pink,
     simulate_eeg,
     tuh_subject,
     write_edf,
@@ -104,6 +107,128 @@ def evolving_seizure(
     spread = np.exp(-((distance[:, None] / (0.4 + 1.6 * progress[None, :])) ** 2))
     wave = np.sign(np.sin(phase)) * np.abs(np.sin(phase)) ** 0.5  # sharp, spiky rhythm
     return 150 * (0.3 + 0.7 * progress)[None, :] * spread * wave[None, :] * during[None, :]
+
+
+SLEEP_STAGES = ("W", "1", "2", "3", "4", "R", "?", "M")  # hypnogram codes; M = movement time
+
+
+def sleep_epoch(stage: str, n: int, sfreq: float, rng: np.random.Generator) -> np.ndarray:
+    """Fpz-Cz and Pz-Oz (2×n, µV) of one epoch scored `stage`, over a low-voltage 1/f background:
+    W: posterior alpha (~10 Hz, strongest on Pz-Oz) and some beta; N1: alpha gone, theta (4-7 Hz);
+    N2: sleep spindles (12-14 Hz bursts of 0.5-1.5 s) and K-complexes (a sharp negative wave, then a slower
+    positive one, frontal); N3 (R&K 3 and 4): high-amplitude delta (0.5-2 Hz, more of it in 4);
+    REM: low-voltage mixed activity with trains of sawtooth waves (2-3 Hz, vertex); movement time:
+    large slow and muscle artifact; `?`: the background alone."""
+    t = np.arange(n) / sfreq
+    x = 8 * _pink(rng, 2, n, sfreq)
+    frontal, posterior = np.array([1.0, 0.6]), np.array([0.35, 1.0])
+    if stage == "W":
+        alpha = np.sin(2 * np.pi * rng.uniform(9.5, 10.5) * t + rng.uniform(0, 2 * np.pi))
+        x += 25 * posterior[:, None] * alpha[None, :] + 4 * _band_noise(rng, n, sfreq, 18, 25)[None, :]
+    elif stage == "1":
+        x += 22 * np.stack([_band_noise(rng, n, sfreq, 4, 7) for _ in range(2)])
+    elif stage == "2":
+        x += 10 * np.stack([_band_noise(rng, n, sfreq, 4, 7) for _ in range(2)])
+        for _ in range(int(rng.integers(3, 5))):  # spindles
+            length = rng.uniform(0.5, 1.5)
+            at = rng.uniform(0, n / sfreq - length)
+            inside = (t >= at) & (t < at + length)
+            envelope = np.sin(np.pi * (t[inside] - at) / length) ** 2
+            wave = np.sin(2 * np.pi * rng.uniform(12.0, 14.0) * t[inside])
+            x[:, inside] += 40 * np.array([1.0, 0.7])[:, None] * (envelope * wave)[None, :]
+        for _ in range(int(rng.integers(1, 3))):  # K-complexes
+            at = rng.uniform(1, n / sfreq - 2)
+            k = -90 * np.exp(-0.5 * ((t - at) / 0.08) ** 2) + 50 * np.exp(-0.5 * ((t - at - 0.35) / 0.2) ** 2)
+            x += frontal[:, None] * k[None, :]
+    elif stage in ("3", "4"):
+        amplitude = 40.0 if stage == "3" else 55.0
+        x += amplitude * frontal[:, None] * np.stack([_band_noise(rng, n, sfreq, 0.5, 2.0) for _ in range(2)])
+    elif stage == "R":
+        x += 5 * np.stack([_band_noise(rng, n, sfreq, 4, 7) for _ in range(2)])
+        for _ in range(2):  # sawtooth trains
+            length, hz = rng.uniform(2, 4), rng.uniform(2.0, 3.0)
+            at = rng.uniform(0, n / sfreq - length)
+            inside = (t >= at) & (t < at + length)
+            saw = 2 * ((t[inside] - at) * hz % 1.0) - 1
+            x[:, inside] += 20 * np.array([1.0, 0.5])[:, None] * saw[None, :]
+    elif stage == "M":
+        x += 60 * _band_noise(rng, n, sfreq, 0.3, 2.0)[None, :] + 30 * np.stack(
+            [_band_noise(rng, n, sfreq, 20, sfreq / 2) for _ in range(2)]
+        )
+    return x
+
+
+def sleep_eog(stage: str, n: int, sfreq: float, rng: np.random.Generator) -> np.ndarray:
+    """Horizontal EOG of one epoch: blinks and saccades awake, slow rolling movements in N1, rapid eye
+    movements (steep steps) in REM, quiet in N2/N3."""
+    t = np.arange(n) / sfreq
+    x = 10 * _pink(rng, 1, n, sfreq)[0]
+    if stage in ("W", "R"):
+        for _ in range(int(rng.integers(3, 8))):
+            at = rng.uniform(0, n / sfreq)
+            x += rng.choice([-1, 1]) * rng.uniform(80, 200) * (t >= at) * np.exp(-(t - at).clip(0) / 0.5)
+    elif stage == "1":
+        x += 80 * np.sin(2 * np.pi * rng.uniform(0.1, 0.3) * t)
+    return x
+
+
+TUEV_CLASSES = ("spsw", "gped", "pled", "eyem", "artf", "bckg")  # .rec codes 1-6
+# TUH's TCP (double banana) montage: what a .rec file's channel numbers index.
+# fmt: off
+TCP_PAIRS = [
+    ("FP1", "F7"), ("F7", "T3"), ("T3", "T5"), ("T5", "O1"), ("FP2", "F8"), ("F8", "T4"), ("T4", "T6"),
+    ("T6", "O2"), ("A1", "T3"), ("T3", "C3"), ("C3", "CZ"), ("CZ", "C4"), ("C4", "T4"), ("T4", "A2"),
+    ("FP1", "F3"), ("F3", "C3"), ("C3", "P3"), ("P3", "O1"), ("FP2", "F4"), ("F4", "C4"), ("C4", "P4"),
+    ("P4", "O2"),
+]
+# fmt: on
+
+
+def _transient(t: np.ndarray, at: float, width: float) -> np.ndarray:
+    return np.exp(-0.5 * ((t - at) / width) ** 2)
+
+
+def tuev_event(
+    kind: str, names: Sequence[str], t: np.ndarray, sfreq: float, rng: np.random.Generator, centre: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(C×len(t) µV, per-electrode involvement 0-1) of one TUEV episode around `centre` (s):
+    spsw: a focal spike (a 20-70 ms sharp wave) with its after-going slow wave, twice; gped: sharp
+    discharges every ~1 s over the whole head; pled: the same, periodic, over one hemisphere; eyem: a large
+    slow deflection on the frontopolar electrodes (opposite on F7/F8: a lateral eye movement); artf: a burst
+    of high-frequency muscle activity, temporal and frontal; bckg: nothing."""
+    d = np.nan_to_num(_directions(names, _MONTAGE))
+    x = np.zeros((len(names), len(t)))
+    weight = np.zeros(len(names))
+    if kind == "spsw":
+        focus = d[int(rng.integers(len(names)))]
+        weight = np.exp(-((np.arccos(np.clip(d @ focus, -1, 1)) / 0.5) ** 2))
+        wave = np.zeros(len(t))
+        for at in (centre, centre + rng.uniform(0.8, 1.5)):
+            wave += -160 * _transient(t, at, 0.015) + 50 * _transient(t, at + 0.18, 0.09)
+        x += weight[:, None] * wave[None, :]
+    elif kind in ("gped", "pled"):
+        if kind == "gped":
+            weight = np.full(len(names), 0.9)
+        else:
+            side = rng.choice([-1.0, 1.0])
+            weight = np.clip(side * d[:, 0] / 0.5, 0, 1)
+        period = rng.uniform(0.8, 1.2)
+        wave = np.zeros(len(t))
+        for at in np.arange(centre - 3.0, centre + 3.0, period):
+            wave += -120 * _transient(t, at, 0.04) + 40 * _transient(t, at + 0.15, 0.06)
+        x += weight[:, None] * wave[None, :]
+    elif kind == "eyem":
+        weight = np.clip((d[:, 1] - 0.6) / 0.3, 0, 1) ** 2
+        lateral = np.clip((np.abs(d[:, 0]) - 0.5) / 0.3, 0, 1) * (d[:, 1] > 0.3) * np.sign(d[:, 0])
+        slow = 200 * _transient(t, centre, 0.3)
+        x += (weight + 0.6 * lateral)[:, None] * slow[None, :]
+        weight = np.maximum(weight, np.abs(lateral))
+    elif kind == "artf":
+        weight = np.clip((np.abs(d[:, 0]) - 0.5) / 0.3, 0, 1) * (d[:, 2] < 0.5) + 0.3
+        inside = np.abs(t - centre) < rng.uniform(1.0, 1.5)
+        burst = np.stack([_band_noise(rng, int(inside.sum()), sfreq, 25, 70) for _ in names])
+        x[:, inside] += 70 * weight[:, None] * burst * np.hanning(int(inside.sum()))[None, :]
+    return x, weight
 
 
 # --- corpora -------------------------------------------------------------------------------------------
@@ -288,11 +413,186 @@ def _tusz(root: Path, rng: np.random.Generator, n_subjects: int, duration_s: flo
     return made
 
 
+def _sleep_night(i: int, night: int) -> list[str]:
+    """A short night's hypnogram (one code per 30-s epoch): every stage, R&K 3 and 4, a movement time and
+    an unscored (`?`) epoch, runs of one stage longer than an epoch; shifted per subject and night."""
+    night_plan = ["W", "W", "1", "2", "2", "3", "4", "4", "3", "2", "R", "R", "M", "2", "?", "1", "W"]
+    k = (2 * i + night) % 5
+    return night_plan[k:] + night_plan[:k]
+
+
+def _sleep_edf(root: Path, rng: np.random.Generator, n_subjects: int, duration_s: float) -> Made:
+    """Sleep-EDF Expanded, sleep cassette: `sleep-cassette/SC4ssNE0-PSG.edf` (EEG Fpz-Cz and Pz-Oz and
+    horizontal EOG at 100 Hz, respiration, EMG, temperature and event marker at 1 Hz, 30-s records) and
+    `SC4ssNEx-Hypnogram.edf` (EDF+C, annotations only, one record of duration 0, the scorer's letter x),
+    the stages as runs (one annotation per run of equal stages, as the corpus has them). Subject 0 has two
+    nights. Each epoch's EEG follows its stage (`sleep_epoch`); `duration_s` is not used: a night is the
+    hypnogram's 17 epochs."""
+    made: Made = {}
+    for i in range(max(n_subjects, 3)):
+        for night in (1, 2) if i == 0 else (1,):
+            codes = _sleep_night(i, night)
+            sfreq, epoch_n = 100.0, 3000
+            eeg = np.concatenate([sleep_epoch(c, epoch_n, sfreq, rng) for c in codes], axis=1)
+            eog = np.concatenate([sleep_eog(c, epoch_n, sfreq, rng) for c in codes])
+            total_s = 30.0 * len(codes)
+            slow = _other("slow", 1.0, total_s, rng)
+            sex, age = ("F", "M")[i % 2], int(rng.integers(25, 35))
+            header = {
+                "patient": f"X {sex} X {('Female', 'Male')[i % 2]}_{age}yr",
+                "recording": "Startdate 24-APR-1989 X X X",
+                "start": datetime(1989, 4, 24, 16, 13),
+            }
+            signals = [
+                Signal("EEG Fpz-Cz", eeg[0], sfreq, physical_min=-192.0, physical_max=192.0),
+                Signal("EEG Pz-Oz", eeg[1], sfreq, physical_min=-197.0, physical_max=196.0),
+                Signal("EOG horizontal", eog, sfreq, physical_min=-1009.0, physical_max=1009.0),
+                Signal("Resp oro-nasal", slow, 1.0, unit="", physical_min=-2048.0, physical_max=2047.0),
+                Signal("EMG submental", np.abs(slow) / 50, 1.0, physical_min=-5.0, physical_max=5.0),
+                Signal("Temp rectal", 36.8 + slow / 250, 1.0, unit="DegC", physical_min=34.0,
+                       physical_max=40.0),
+                Signal("Event marker", np.zeros(round(total_s)), 1.0, unit="", physical_min=-2048.0,
+                       physical_max=2047.0),
+            ]  # fmt: skip
+            base = f"SC4{i:02d}{night}E"
+            psg = f"sleep-cassette/{base}0-PSG.edf"
+            write_edf(root / psg, signals, record_duration=30.0, **header)
+            made[psg] = (f"night_{night}",)
+            runs: list[tuple[float, float, str]] = []
+            for k, code in enumerate(codes):
+                text = "Movement time" if code == "M" else f"Sleep stage {code}"
+                if runs and runs[-1][2] == text:
+                    runs[-1] = (runs[-1][0], runs[-1][1] + 30.0, text)
+                else:
+                    runs.append((30.0 * k, 30.0, text))
+            hypnogram = f"sleep-cassette/{base}{'CHJ'[(i + night) % 3]}-Hypnogram.edf"
+            write_edf(root / hypnogram, [], record_duration=0.0, edf_plus="C", annotations=runs, **header)
+            made[hypnogram] = ("labels",)
+    return made
+
+
+def _tuev(root: Path, rng: np.random.Generator, n_subjects: int, duration_s: float) -> Made:
+    """TUEV: `edf/<train|eval>/<subject>/<subject>_<NNNNNNNN>.edf` (TUH `EEG XX-REF` channels, 250/256 Hz)
+    with its `.rec` (channel,start,stop,code per TCP channel and 1-s event). The recording is a series of
+    6-s episodes, each of one class (`tuev_event`), its middle second annotated: the event's code on the
+    TCP channels it involves, bckg (6) on the others, as TUEV files have them. The first episode's event
+    is at 1 s (its 5-s window would start before the recording) and the last ends at the recording's end;
+    one episode has a spike on some channels and a PLED on others (two event classes at one moment).
+    Subject 0 has two recordings; subjects alternate official train and eval in pairs."""
+    made: Made = {}
+    duration_s = max(6.0 * round(duration_s / 6.0), 42.0)
+    for i in range(max(n_subjects, 4)):
+        subject = f"{2275 + 37 * i:08d}"
+        official = ("train", "eval")[i // 2 % 2]
+        for session in (1, 2) if i == 0 else (1,):
+            sfreq = (250.0, 256.0)[(i + session) % 2]
+            n = round(sfreq * duration_s)
+            t = np.arange(n) / sfreq
+            x = 12 * _pink(rng, len(TUH_EEG), n, sfreq)
+            x += posterior_alpha(TUH_EEG, n, sfreq, rng, np.full(n, 0.6))
+            x += 3 * np.sin(2 * np.pi * 60.0 * t + rng.uniform(0, 2 * np.pi, (len(TUH_EEG), 1)))
+            rows: list[tuple[int, float, float, int]] = []
+            episodes = int(duration_s // 6)
+            for k in range(episodes):
+                kind = TUEV_CLASSES[(k + 2 * i + session) % 6]
+                centre = 1.0 if k == 0 else duration_s - 0.5 if k == episodes - 1 else 6.0 * k + 3.0
+                signal, weight = tuev_event(kind, TUH_EEG, t, sfreq, rng, centre)
+                x += signal
+                involved = dict(zip(TUH_EEG, weight, strict=True))
+                code = TUEV_CLASSES.index(kind) + 1
+                conflict = k == 3 and session == 1
+                for channel, (a, b) in enumerate(TCP_PAIRS):
+                    mine = kind != "bckg" and max(involved[a], involved[b]) > 0.5
+                    row_code = code if mine else 6
+                    if conflict and not mine:
+                        row_code = 3 if kind != "pled" else 1
+                    rows.append((channel, centre - 0.5, centre + 0.5, row_code))
+            signals = [
+                Signal(f"EEG {e}-REF", v, sfreq, physical_min=-4999.84, physical_max=4999.84)
+                for e, v in zip(TUH_EEG, x, strict=True)
+            ]
+            rel = f"edf/{official}/{subject}/{subject}_{session:08d}.edf"
+            write_edf(
+                root / rel,
+                signals,
+                patient=f"{subject} M 01-JAN-1900 {subject} Age:{int(rng.integers(18, 90))}",
+                recording=f"Startdate 01-JAN-2010 {subject}_{session:08d} TUH X",
+                start=datetime(2010, 1, 1, 8, 30, 0),
+            )
+            rec = "".join(f"{c},{a:.1f},{b:.1f},{code}\n" for c, a, b, code in rows)
+            (root / rel).with_suffix(".rec").write_text(rec)
+            made[rel] = (official,)
+            made[rel.removesuffix(".edf") + ".rec"] = ("labels",)
+    return made
+
+
+def _chbmit(root: Path, rng: np.random.Generator, n_subjects: int, duration_s: float) -> Made:
+    """CHB-MIT: `chbNN/chbNN_RR.edf` (23 bipolar double-banana channels at 256 Hz, differences of
+    simulated electrodes) and `chbNN/chbNN-summary.txt` as the database writes it: sampling rate, the
+    channel list, a block per file (clock times, seizure count, seizure start/end in seconds), and a
+    `Channels changed:` list before a later file. Three recordings per subject: one seizure (`Seizure Start
+    Time:`), two seizures numbered (`Seizure 1 Start Time:`, as later subjects have them), none. A seizure
+    is an evolving rhythmic 3-8 Hz discharge (`evolving_seizure`)."""
+    made: Made = {}
+    electrodes = sorted({e for label in CHBMIT_LABELS for e in label.split("-")})
+    for i in range(max(n_subjects, 3)):
+        subject = f"chb{i + 1:02d}"
+        lines = ["Data Sampling Rate: 256 Hz", "*************************", "", "Channels in EDF Files:"]
+        lines += [
+            "**********************",
+            *(f"Channel {k + 1}: {c}" for k, c in enumerate(CHBMIT_LABELS)),
+            "",
+        ]
+        for run, n_seizures in ((1, 1), (2, 2), (3, 0)):
+            sfreq = 256.0
+            x = simulate_eeg(electrodes, sfreq, duration_s, mains_hz=60.0, rng=rng)
+            seizures: list[tuple[int, int]] = []
+            if n_seizures:
+                edges = np.linspace(0, duration_s, n_seizures + 1)
+                for a, b in ((edges[k], edges[k + 1]) for k in range(n_seizures)):
+                    start = int(a + rng.uniform(0.15, 0.35) * (b - a))
+                    stop = int(start + rng.uniform(0.35, 0.5) * (b - a))
+                    seizures.append((start, stop))
+                    x += evolving_seizure(electrodes, x.shape[1], sfreq, rng, float(start), float(stop))
+            at = dict(zip(electrodes, x, strict=True))
+            signals = [
+                Signal(label, at[a] - at[b], sfreq, physical_min=-6400.0, physical_max=6400.0)
+                for label, (a, b) in ((label, label.split("-")) for label in CHBMIT_LABELS)
+            ]
+            rel = f"{subject}/{subject}_{run:02d}.edf"
+            clock = datetime(2076, 11, 6, 11 + run, 42, 54)
+            write_edf(root / rel, signals, start=clock)
+            made[rel] = (f"{n_seizures}_seizures",)
+            if run == 3:
+                lines += ["Channels changed:", "*****************"]
+                lines += [*(f"Channel {k + 1}: {c}" for k, c in enumerate(CHBMIT_LABELS)), ""]
+            end = clock + timedelta(seconds=duration_s)
+            lines += [
+                f"File Name: {subject}_{run:02d}.edf",
+                f"File Start Time: {clock:%H:%M:%S}",
+                f"File End Time: {end:%H:%M:%S}",
+                f"Number of Seizures in File: {n_seizures}",
+            ]
+            for k, (start, stop) in enumerate(seizures, start=1):
+                number = f" {k}" if n_seizures > 1 else ""
+                lines += [
+                    f"Seizure{number} Start Time: {start} seconds",
+                    f"Seizure{number} End Time: {stop} seconds",
+                ]
+            lines.append("")
+        (root / subject / f"{subject}-summary.txt").write_text("\n".join(lines) + "\n")
+        made[f"{subject}/{subject}-summary.txt"] = ("labels",)
+    return made
+
+
 _MAKERS: dict[str, Callable[[Path, np.random.Generator, int, float], Made]] = {
     "tuab": _tuab,
     "generic-csv": _generic_csv,
     "eegmmidb": _eegmmidb,
     "tusz": _tusz,
+    "sleep-edf": _sleep_edf,
+    "tuev": _tuev,
+    "chbmit": _chbmit,
 }
 TASKS = tuple(_MAKERS)
 

@@ -326,6 +326,9 @@ def test_eegfm_tasks_lists_the_tasks_with_classes_and_source() -> None:
     lines = {line.split()[0]: line for line in result.stdout.splitlines()}
     assert "normal, abnormal" in lines["tuab"] and "labels path" in lines["tuab"]
     assert "labels generic_csv" in lines["generic-csv"]
+    assert "W, N1, N2, N3, REM" in lines["sleep-edf"] and "labels sleep_edf" in lines["sleep-edf"]
+    assert "spsw, gped, pled, eyem, artf, bckg" in lines["tuev"] and "(centred)" in lines["tuev"]
+    assert "background, seizure" in lines["chbmit"] and "labels chbmit_summary" in lines["chbmit"]
 
 
 def test_a_task_recipe_with_a_class_outside_its_classes_is_refused(tmp_path: Path) -> None:

@@ -85,7 +85,7 @@ class LabelSource:
     prepare: Callable[[LabelsConfig, str], Any] | None = None
 
 
-SOURCE_NAMES = ("path", "generic_csv", "eegmmidb", "tuh_csv")
+SOURCE_NAMES = ("path", "generic_csv", "eegmmidb", "tuh_csv", "sleep_edf", "tuev_rec", "chbmit_summary")
 
 
 def label_source(name: str) -> LabelSource:
