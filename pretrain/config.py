@@ -346,11 +346,42 @@ class CbramodRun(PretrainConfig):
         _check(self.model.size in SIZES, "model.size", f"{self.model.size!r} is not one of {sorted(SIZES)}")
 
 
+@dataclass
+class LunaSettings:
+    mask_ratio: float = 0.5
+    """Share of each window's (channel, patch) cells hidden, an exact count (the authors' masking_ratio)."""
+    unmasked_weight: float = 0.05
+    """Weight of the Smooth-L1 on the visible samples, beside the hidden ones' (the authors' 0.05)."""
+    query_loss_weight: float = 0.8
+    """Weight of the query-specialisation loss (the authors' 0.8)."""
+
+    def __post_init__(self) -> None:
+        _check(0 < self.mask_ratio < 1, "luna.mask_ratio", f"must be within (0, 1), got {self.mask_ratio}")
+        for name in ("unmasked_weight", "query_loss_weight"):
+            _check(getattr(self, name) >= 0, f"luna.{name}", f"must be ≥ 0, got {getattr(self, name)}")
+
+
+@dataclass
+class LunaRun(PretrainConfig):
+    """LUNA: any montage unified into learned queries per patch, masked reconstruction (models/luna.py)."""
+
+    model: ModelSize = field(default_factory=lambda: ModelSize(size="luna_base"))
+    """The encoder's size (models/luna.py SIZES); model.overrides.hidden_norm=false for braindecode's."""
+    luna: LunaSettings = field(default_factory=LunaSettings)
+    """Masking and loss weights."""
+
+    def __post_init__(self) -> None:
+        from eegfm.models.luna import SIZES
+
+        _check(self.model.size in SIZES, "model.size", f"{self.model.size!r} is not one of {sorted(SIZES)}")
+
+
 SCHEMAS: dict[str, type[PretrainConfig]] = {
     "mae": MaeRun,
     "tokenizer": TokenizerRun,
     "mcm": McmRun,
     "cbramod": CbramodRun,
+    "luna": LunaRun,
 }
 
 

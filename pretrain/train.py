@@ -47,6 +47,7 @@ from eegfm.pretrain.cbramod import CbramodPretraining
 from eegfm.pretrain.checkpoints import AtomicCheckpointIO, resolve_resume, step_of
 from eegfm.pretrain.config import PretrainConfig, load_pretrain_config, pretrain_config
 from eegfm.pretrain.datamodule import ShardDataModule
+from eegfm.pretrain.luna import LunaPretraining
 from eegfm.pretrain.mae import MaePretraining
 from eegfm.pretrain.mcm import McmPretraining
 from eegfm.pretrain.metrics import RunCsvLogger
@@ -59,6 +60,7 @@ OBJECTIVES = {
     "tokenizer": TokenizerPretraining,
     "mcm": McmPretraining,
     "cbramod": CbramodPretraining,
+    "luna": LunaPretraining,
 }
 
 
