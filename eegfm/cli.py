@@ -208,6 +208,8 @@ def _params(args: argparse.Namespace) -> int:
     with torch.device("meta"):  # count without allocating
         module = build_module(load_pretrain_config(args.config, args.overrides), shape_only=True)
     print(f"whole model: {count_parameters(module):,} parameters")
+    for label, count in getattr(module, "published_counts", dict)().items():
+        print(f"{label}: {count:,}")
     print(f"encoder: {count_parameters(module.model.encoder):,}")
     return 0
 
@@ -219,7 +221,8 @@ def _export(args: argparse.Namespace) -> int:
     checkpoint = latest_checkpoint(args.checkpoint)
     if checkpoint is None:
         raise DataError(f"no complete checkpoint at {args.checkpoint}")
-    export_encoder(encoder_from_checkpoint(checkpoint), args.out)
+    for note in export_encoder(encoder_from_checkpoint(checkpoint), args.out):
+        print(note)
     print(f"exported the encoder of {checkpoint} to {args.out} (model.safetensors, config.json)")
     return 0
 

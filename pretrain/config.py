@@ -1,9 +1,9 @@
 """Pretraining configs as typed data: one dataclass per section, a docstring per field, checked on load.
 
 `configs/pretrain/<name>.yaml` (and the files it `extends:`) plus `key=value` overrides are merged onto
-the schema of the config's `objective` (`MaeRun`, `TokenizerRun` or `McmRun`): an unknown key, a value of
-the wrong type or out of range is a `ConfigError` naming the key. `eegfm pretrain --print-config` shows
-the result with these docstrings.
+the schema of the config's `objective` (`MaeRun`, `TokenizerRun`, `McmRun`, `CbramodRun`, …): an unknown
+key, a value of the wrong type or out of range is a `ConfigError` naming the key. `eegfm pretrain
+--print-config` shows the result with these docstrings.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from eegfm.models.mae import MaeConfig
 from eegfm.models.tokenizer import TokenizerConfig
 
 STRATEGIES = ("ddp", "fsdp", "deepspeed")
+NORMALISATIONS = ("zscore", "scale")
 
 
 def _check(condition: bool, key: str, message: str) -> None:
@@ -36,7 +37,12 @@ class DataConfig:
     channel_budget: int = 4800
     """Channel-windows per micro-batch (per GPU): budget // C windows of C channels, no padding."""
     clip: float = 15.0
-    """Clip at ±clip after the per-recording channel z-score."""
+    """Clip at ±clip after normalising (z-score: in standard deviations; scale: in model units)."""
+    normalise: str = "zscore"
+    """zscore: each channel minus its recording's mean, over its std (REVE, LaBraM, LUNA); scale:
+    µV / scale_uv (CBraMod's fixed µV / 100), so amplitudes compare across recordings."""
+    scale_uv: float = 100.0
+    """Microvolts per model unit with normalise=scale (unused with zscore)."""
     seed: int = 0
     """Seed of the epoch plan (shuffles) and of the per-micro-batch masks."""
     shuffle_block: int = 128
@@ -54,6 +60,12 @@ class DataConfig:
         _check(self.channel_budget > 0, "data.channel_budget", f"must be positive, got {self.channel_budget}")
         _check(self.clip > 0, "data.clip", f"must be positive, got {self.clip}")
         _check(
+            self.normalise in NORMALISATIONS,
+            "data.normalise",
+            f"must be one of {', '.join(NORMALISATIONS)}, not {self.normalise!r}",
+        )
+        _check(self.scale_uv > 0, "data.scale_uv", f"must be positive, got {self.scale_uv}")
+        _check(
             self.shuffle_block >= 0,
             "data.shuffle_block",
             f"must be ≥ 0 (0: shuffle every window globally), got {self.shuffle_block}",
@@ -66,6 +78,17 @@ class DataConfig:
         _check(self.num_workers >= 0, "data.num_workers", f"must be ≥ 0, got {self.num_workers}")
         _check(self.prefetch >= 1, "data.prefetch", f"must be ≥ 1, got {self.prefetch}")
         _check(bool(self.shards), "data.shards", "names no dataset")
+
+    @property
+    def scale(self) -> float | None:
+        """µV per model unit for the decoder, or None for the per-recording z-score."""
+        return self.scale_uv if self.normalise == "scale" else None
+
+    def normalisation(self) -> dict[str, Any]:
+        """What the stream's fingerprint and checkpoints record of the normalisation."""
+        if self.normalise == "scale":
+            return {"normalise": "scale", "scale_uv": self.scale_uv}
+        return {"normalise": "zscore"}
 
 
 @dataclass
@@ -240,7 +263,8 @@ class PretrainConfig:
     """What every objective's run shares."""
 
     objective: str = "mae"
-    """mae (REVE masked autoencoder), tokenizer (VQ-NSP / residual VQ) or mcm (masked code modelling)."""
+    """mae (REVE masked autoencoder), tokenizer (VQ-NSP / residual VQ), mcm (masked code modelling), cbramod,
+    luna, femba or lumamba (masked reconstruction of those models)."""
     data: DataConfig = field(default_factory=DataConfig)
     """The shard stream."""
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -260,7 +284,7 @@ class PretrainConfig:
 @dataclass
 class ModelSize:
     size: str = "reve_base"
-    """A named size (models/reve.py or models/mcm.py SIZES)."""
+    """A named size (the SIZES of the objective's model module: models/reve.py, mcm.py, cbramod.py, …)."""
     overrides: dict[str, Any] = field(default_factory=dict)
     """Fields of the size's config to change, e.g. {depth: 12}."""
 
@@ -322,7 +346,69 @@ class McmRun(PretrainConfig):
         _check(self.model.size in SIZES, "model.size", f"{self.model.size!r} is not one of {sorted(SIZES)}")
 
 
-SCHEMAS: dict[str, type[PretrainConfig]] = {"mae": MaeRun, "tokenizer": TokenizerRun, "mcm": McmRun}
+@dataclass
+class CbramodSettings:
+    mask_ratio: float = 0.5
+    """Probability that each (window, channel, patch) is hidden (the authors' Bernoulli ½)."""
+
+    def __post_init__(self) -> None:
+        _check(0 < self.mask_ratio < 1, "cbramod.mask_ratio", f"must be within (0, 1), got {self.mask_ratio}")
+
+
+@dataclass
+class CbramodRun(PretrainConfig):
+    """CBraMod: masked-patch reconstruction with criss-cross attention, on µV / 100 (models/cbramod.py)."""
+
+    model: ModelSize = field(default_factory=lambda: ModelSize(size="cbramod"))
+    """The encoder's size (models/cbramod.py SIZES)."""
+    data: DataConfig = field(default_factory=lambda: DataConfig(normalise="scale"))
+    """The shard stream; CBraMod reads µV / scale_uv (100), the authors' units, not z-scores."""
+    cbramod: CbramodSettings = field(default_factory=CbramodSettings)
+    """Masking of the reconstruction."""
+
+    def __post_init__(self) -> None:
+        from eegfm.models.cbramod import SIZES
+
+        _check(self.model.size in SIZES, "model.size", f"{self.model.size!r} is not one of {sorted(SIZES)}")
+
+
+@dataclass
+class LunaSettings:
+    mask_ratio: float = 0.5
+    """Share of each window's (channel, patch) cells hidden, an exact count (the authors' masking_ratio)."""
+    unmasked_weight: float = 0.05
+    """Weight of the Smooth-L1 on the visible samples, beside the hidden ones' (the authors' 0.05)."""
+    query_loss_weight: float = 0.8
+    """Weight of the query-specialisation loss (the authors' 0.8)."""
+
+    def __post_init__(self) -> None:
+        _check(0 < self.mask_ratio < 1, "luna.mask_ratio", f"must be within (0, 1), got {self.mask_ratio}")
+        for name in ("unmasked_weight", "query_loss_weight"):
+            _check(getattr(self, name) >= 0, f"luna.{name}", f"must be ≥ 0, got {getattr(self, name)}")
+
+
+@dataclass
+class LunaRun(PretrainConfig):
+    """LUNA: any montage unified into learned queries per patch, masked reconstruction (models/luna.py)."""
+
+    model: ModelSize = field(default_factory=lambda: ModelSize(size="luna_base"))
+    """The encoder's size (models/luna.py SIZES); model.overrides.hidden_norm=false for braindecode's."""
+    luna: LunaSettings = field(default_factory=LunaSettings)
+    """Masking and loss weights."""
+
+    def __post_init__(self) -> None:
+        from eegfm.models.luna import SIZES
+
+        _check(self.model.size in SIZES, "model.size", f"{self.model.size!r} is not one of {sorted(SIZES)}")
+
+
+SCHEMAS: dict[str, type[PretrainConfig]] = {
+    "mae": MaeRun,
+    "tokenizer": TokenizerRun,
+    "mcm": McmRun,
+    "cbramod": CbramodRun,
+    "luna": LunaRun,
+}
 
 
 def pretrain_config(raw: Any, overrides: list[str] | None = None, source: str = "config") -> PretrainConfig:

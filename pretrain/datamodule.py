@@ -2,11 +2,11 @@
 
 The cursor is the same integers on every rank, so Lightning keeping only rank 0's data-module state in a
 checkpoint loses nothing. Beside it the checkpoint stores the stream's *fingerprint*: everything that
-decides which windows the cursor points at (datasets, their splits, weights, order and content, the
-channel budget, shuffle block, accumulation, seed, clipping and tokenizer), as OLMo-core's loader
-stores a dataset fingerprint. A resume whose stream differs is refused, saying what changed, unless
-`--reset-stream` asks to continue from the next epoch boundary on purpose. The number of GPUs is not
-part of it: a resume on another world size continues the same epoch exactly.
+decides which windows the cursor points at and what they hold (datasets, their splits, weights, order and
+content, the channel budget, shuffle block, accumulation, seed, normalisation, clipping and tokenizer),
+as OLMo-core's loader stores a dataset fingerprint. A resume whose stream differs is refused, saying what
+changed, unless `--reset-stream` asks to continue from the next epoch boundary on purpose. The number of
+GPUs is not part of it: a resume on another world size continues the same epoch exactly.
 """
 
 from __future__ import annotations
@@ -113,6 +113,7 @@ class ShardDataModule(pl.LightningDataModule):
             "seed": self.data.seed,
             "shuffle_block": self.data.shuffle_block,
             "clip": self.data.clip,
+            **self.data.normalisation(),
             "tokens": self.tokens,
         }
 
@@ -131,6 +132,7 @@ class ShardDataModule(pl.LightningDataModule):
             transform=self.transform,
             cache_dir=self.data.cache_dir,
             cache_limit_gb=self.data.cache_limit_gb,
+            scale_uv=self.data.scale,
         )
         workers = self.data.num_workers
         return DataLoader(
@@ -153,6 +155,8 @@ class ShardDataModule(pl.LightningDataModule):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.setup("fit")
         saved, current = state.get("fingerprint", {}), self.fingerprint()
+        if saved and "normalise" not in saved:  # saved before the setting existed: z-score was the only one
+            saved = {**saved, "normalise": "zscore"}
         cursor = Cursor(state["epoch"], state["position"])
         if self.reset_stream:
             self.cursor = Cursor(cursor.epoch + 1, 0)

@@ -134,9 +134,10 @@ def decode_sample(
     out: torch.Tensor,
     stats: RecordingStats | None = None,
     scope: str = "",
+    scale_uv: float | None = None,
 ) -> tuple[str, np.ndarray]:
     """One sample's members → its key and positions (C×3); its EEG goes into `out` (C×T float32),
-    z-scored per channel and clipped to ±clip.
+    z-scored per channel (or, with `scale_uv`, divided by it: µV → model units) and clipped to ±clip.
 
     The z-score uses the whole recording's per-channel statistics that ingest stored (REVE's load-time
     normalisation); a sample without usable statistics is an error, not a silent guess. Arithmetic runs
@@ -164,9 +165,12 @@ def decode_sample(
         raise DataError(f"{where}: a sample has no {e.args[0]} member") from None
     if eeg.shape != out.shape or len(positions) != out.shape[0]:
         raise DataError(f"{where}: EEG of shape {eeg.shape}, its index says {tuple(out.shape)}")
-    out.copy_(torch.from_numpy(eeg)).sub_(torch.from_numpy(mean)[:, None]).mul_(
-        torch.from_numpy(inverse_std)[:, None]
-    )
+    if scale_uv is None:
+        out.copy_(torch.from_numpy(eeg)).sub_(torch.from_numpy(mean)[:, None]).mul_(
+            torch.from_numpy(inverse_std)[:, None]
+        )
+    else:  # a fixed scale (CBraMod's µV / 100): amplitudes keep their meaning across recordings
+        out.copy_(torch.from_numpy(eeg)).div_(scale_uv)
     # One reduction finds any NaN or ±inf (their sum is not finite; finite z-scores cannot overflow it),
     # before clipping would turn ±inf into ±clip.
     if not math.isfinite(float(out.sum())):

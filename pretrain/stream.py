@@ -85,10 +85,13 @@ class ShardStream(IterableDataset):
         cache_dir: str = DataConfig.cache_dir,
         cache_limit_gb: float | None = DataConfig.cache_limit_gb,
         cache_lookahead: int = 2,
+        scale_uv: float | None = None,
     ):
+        """`scale_uv`: None z-scores each window with its recording's statistics (`data.normalise=zscore`);
+        a number divides µV by it instead (`data.normalise=scale`). Either is then clipped at ±clip."""
         self.table, self.weights, self.seed, self.budget, self.clip = table, list(weights), seed, budget, clip
         self.start, self.rank, self.world, self.accumulation = start, rank, world, accumulation
-        self.shuffle_block, self.transform = shuffle_block, transform
+        self.shuffle_block, self.transform, self.scale_uv = shuffle_block, transform, scale_uv
         self._layout: TableLayout | None = None
         self._plans: dict[int, GlobalPlan | BlockPlan] = {}
         self.cache_dir, self.cache_limit_gb, self.cache_lookahead = cache_dir, cache_limit_gb, cache_lookahead
@@ -206,7 +209,15 @@ class ShardStream(IterableDataset):
             blobs = _read_cached(cache, table.shard[rows], starts, table.size[rows], table.crc[rows], where)
         eeg = torch.empty((len(rows), int(table.channels[rows[0]]), int(table.times[rows[0]])))
         decoded = [
-            decode_sample(blob, f"{url} @ byte {start}", self.clip, out, self._stats, url.rsplit("/", 1)[0])
+            decode_sample(
+                blob,
+                f"{url} @ byte {start}",
+                self.clip,
+                out,
+                self._stats,
+                url.rsplit("/", 1)[0],
+                self.scale_uv,
+            )
             for blob, url, start, out in zip(blobs, urls, starts.tolist(), eeg, strict=True)
         ]
         batch = {

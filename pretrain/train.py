@@ -44,10 +44,12 @@ from eegfm.pretrain.callbacks.sample_log import SampleLog
 from eegfm.pretrain.callbacks.step_checkpoints import StepCheckpoints
 from eegfm.pretrain.callbacks.stream_cursor import StreamCursor
 from eegfm.pretrain.callbacks.throughput import Throughput
+from eegfm.pretrain.cbramod import CbramodPretraining
 from eegfm.pretrain.checkpoints import AtomicCheckpointIO, resolve_resume, step_of
 from eegfm.pretrain.config import PretrainConfig, load_pretrain_config, pretrain_config
 from eegfm.pretrain.datamodule import ShardDataModule
 from eegfm.pretrain.inloop_probe import probe_callback
+from eegfm.pretrain.luna import LunaPretraining
 from eegfm.pretrain.mae import MaePretraining
 from eegfm.pretrain.mcm import McmPretraining
 from eegfm.pretrain.metrics import RunCsvLogger
@@ -55,7 +57,13 @@ from eegfm.pretrain.tokenizer import TokenizerPretraining
 from eegfm.pretrain.validation import evaluation_callback
 from eegfm.storage import exists, join_url
 
-OBJECTIVES = {"mae": MaePretraining, "tokenizer": TokenizerPretraining, "mcm": McmPretraining}
+OBJECTIVES = {
+    "mae": MaePretraining,
+    "tokenizer": TokenizerPretraining,
+    "mcm": McmPretraining,
+    "cbramod": CbramodPretraining,
+    "luna": LunaPretraining,
+}
 
 
 def build_module(cfg: PretrainConfig, *, shape_only: bool = False) -> pl.LightningModule:

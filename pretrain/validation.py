@@ -57,6 +57,8 @@ class ValSet:
     """eval.seed: each batch's masks come from (seed, batch index)."""
     clip: float
     """data.clip, as in training."""
+    scale_uv: float | None
+    """data.normalise as in training: None z-scores, a number divides µV by it."""
     split: str
     """The split's name, for messages."""
 
@@ -83,7 +85,7 @@ class ValSet:
             check_crc(blob, table.crc[row], partial(_location, table, row))
         eeg = torch.empty((len(rows), int(table.channels[rows[0]]), int(table.times[rows[0]])))
         decoded = [
-            decode_sample(blob, f"{url} @ byte {start}", self.clip, out)
+            decode_sample(blob, f"{url} @ byte {start}", self.clip, out, scale_uv=self.scale_uv)
             for blob, url, start, out in zip(blobs, urls, starts.tolist(), eeg, strict=True)
         ]
         batch = {
@@ -143,9 +145,8 @@ def load_val_set(cfg: PretrainConfig) -> ValSet:
             )
     table = load_table([DatasetSpec(url) for url in urls], split)
     rows = choose_rows(len(table), cfg.eval.val_windows, cfg.eval.seed)
-    return ValSet(
-        table, shape_batches(table, rows, cfg.data.channel_budget), cfg.eval.seed, cfg.data.clip, split
-    )
+    batches = shape_batches(table, rows, cfg.data.channel_budget)
+    return ValSet(table, batches, cfg.eval.seed, cfg.data.clip, cfg.data.scale, split)
 
 
 Forward = Callable[[dict[str, Any]], dict[str, torch.Tensor]]
