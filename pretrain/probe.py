@@ -398,7 +398,13 @@ def load_probe_encoder(
 
     fs, path = fsspec.core.url_to_fs(source)
     if not source.endswith(".ckpt") and fs.exists(f"{path.rstrip('/')}/{CONFIG}"):
-        return load_encoder(source).eval(), source, None, source
+        encoder = load_encoder(source)
+        if not isinstance(encoder, ReveEncoder | MaskedCodeEncoder):
+            raise ConfigError(
+                f"{source}: an exported {type(encoder).__name__}; {verb} supports REVE and masked-code "
+                "encoders for now (the others' feature extraction is not built yet)"
+            )
+        return encoder.eval(), source, None, source
     checkpoint = latest_checkpoint(source)
     if checkpoint is None:
         raise DataError(f"{source}: no complete checkpoint there (a run directory, a .ckpt or an export)")
@@ -425,8 +431,8 @@ def run_probe(source: str, task_shards: str, out: str | None, options: ProbeOpti
     """`eegfm probe`: embed the task's splits with the frozen encoder and its random-init twin, fit and
     score the probe and the baselines, write `probe.json` to `out` (default: `<run>/probe/<task>/step=N`)
     and return the report."""
-    task = read_task_info(task_shards)
     encoder, checkpoint, step, run = load_probe_encoder(source)
+    task = read_task_info(task_shards)
     device = _device(options)
     encoders = {ENCODER: encoder, "random_init": random_init_like(encoder, options.seed)}
     encoders = {name: e.to(device).eval() for name, e in encoders.items()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -219,6 +220,15 @@ def test_export_from_a_cbramod_run(whole_runs, tmp_path: Path) -> None:
     eeg = torch.randn(2, 21, 2000)
     with torch.no_grad():
         torch.testing.assert_close(load_encoder(str(tmp_path)).eval()(eeg), trained(eeg))
+    # The probe has no CBraMod features yet: it says so in one line (it was a TypeError traceback).
+    probe = subprocess.run(
+        [*CLI, "probe", "--checkpoint", str(tmp_path), "--task-shards", str(tmp_path / "none")],
+        env=ENV,
+        capture_output=True,
+        text=True,
+    )
+    assert probe.returncode == 2 and "an exported CBraMod" in probe.stderr, probe.stderr[-2000:]
+    assert len(probe.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("hidden_norm", [False, True])
