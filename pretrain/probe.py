@@ -431,8 +431,8 @@ def run_probe(source: str, task_shards: str, out: str | None, options: ProbeOpti
     """`eegfm probe`: embed the task's splits with the frozen encoder and its random-init twin, fit and
     score the probe and the baselines, write `probe.json` to `out` (default: `<run>/probe/<task>/step=N`)
     and return the report."""
-    encoder, checkpoint, step, run = load_probe_encoder(source)
     task = read_task_info(task_shards)
+    encoder, checkpoint, step, run = load_probe_encoder(source)
     device = _device(options)
     encoders = {ENCODER: encoder, "random_init": random_init_like(encoder, options.seed)}
     encoders = {name: e.to(device).eval() for name, e in encoders.items()}

@@ -221,8 +221,11 @@ def test_export_from_a_cbramod_run(whole_runs, tmp_path: Path) -> None:
     with torch.no_grad():
         torch.testing.assert_close(load_encoder(str(tmp_path)).eval()(eeg), trained(eeg))
     # The probe has no CBraMod features yet: it says so in one line (it was a TypeError traceback).
+    from taskshards import write_task_shards
+
+    task = write_task_shards(tmp_path / "task", subjects={"train": 2, "val": 1, "test": 1})
     probe = subprocess.run(
-        [*CLI, "probe", "--checkpoint", str(tmp_path), "--task-shards", str(tmp_path / "none")],
+        [*CLI, "probe", "--checkpoint", str(tmp_path), "--task-shards", str(task)],
         env=ENV,
         capture_output=True,
         text=True,
