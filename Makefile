@@ -55,8 +55,8 @@ endif
 tasks: $(STAMP)  ## list the labelled tasks (make shards TASK=<name> ingests one)
 	$(BIN)/eegfm tasks
 
-test: $(STAMP)  ## the whole test suite
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+test: $(STAMP)  ## the whole test suite (two pytest processes at once: tests/parallel.py)
+	$(BIN)/python tests/parallel.py $(PYTEST_ARGS)
 
 golden: $(STAMP)  ## rewrite tests/assets/losses/reve_tiny_cpu.txt (the golden loss curve): only on purpose
 	$(BIN)/python tests/golden.py --write
