@@ -141,6 +141,7 @@ def _demo(args: argparse.Namespace) -> int:
     from eegfm.pretrain.config import load_pretrain_config
     from eegfm.pretrain.export import encoder_from_checkpoint, export_encoder
     from eegfm.pretrain.probe import ProbeOptions, format_table, run_probe
+    from eegfm.pretrain.probe_watch import watch
     from eegfm.pretrain.train import run_pretraining
 
     corpus, out, run, encoder, task_corpus, task_out = (
@@ -179,6 +180,8 @@ def _demo(args: argparse.Namespace) -> int:
     report = run_probe(run, task_out, None, ProbeOptions(shuffles=5))
     print(f"probe:      {report['out']}/probe.json (test split, frozen encoder vs baselines)")
     print(format_table(report))
+    watch(run, [task_out], ProbeOptions(shuffles=5), once=True, say=lambda line: None)
+    print(f"plot:       {run}/eval/probes.png (every checkpoint's probe: `eegfm probe --watch` does this)")
     return 0
 
 

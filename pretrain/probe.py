@@ -193,7 +193,9 @@ def fit_and_score(
             probabilities = _full_scores(model, x_val, n_classes)
             score = (
                 balanced_accuracy_score(y_val, model.predict(x_val)),
-                -log_loss(y_val, np.clip(probabilities, 1e-7, 1.0), labels=list(range(n_classes))),
+                -log_loss(
+                    y_val, probabilities / probabilities.sum(1, keepdims=True), labels=list(range(n_classes))
+                ),
             )
             if score > best_score:
                 best, best_score = (value, model), score
