@@ -1,5 +1,5 @@
-"""Which signals of an EDF/BDF file become which canonical channels, at which scale to µV, and why every
-other signal is dropped."""
+"""Which signals of a recording (any format, `signals.Signal`) become which canonical channels, at which
+scale to µV, and why every other signal is dropped."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import mne
 import numpy as np
 
 from eegfm.ingest.channels import Channel, canonical_channel, cap_labels
-from eegfm.ingest.edf import EdfHeader, EdfSignal
 from eegfm.ingest.positions import montage_positions
 from eegfm.ingest.recipe import Recipe
+from eegfm.ingest.signals import Signal
 
 # Factor to µV of every spelling of a voltage unit real files write, after `_unit_key` (NFKC, which maps
 # the micro sign µ to Greek mu μ, then lower case, no spaces): uV, UV, µV, μV, microvolt(s), mV, V, nV.
@@ -42,7 +42,7 @@ _VOLT_SCALES = {
 
 @dataclass
 class ChannelPlan:
-    signals: list[EdfSignal]
+    signals: list[Signal]
     labels: list[str]  # as the manifest names them (duplicates get their signal number)
     channels: list[Channel]
     scales: np.ndarray
@@ -51,7 +51,7 @@ class ChannelPlan:
     notes: list[str]
 
 
-def unit_scale(signal: EdfSignal) -> tuple[float, str | None] | str:
+def unit_scale(signal: Signal) -> tuple[float, str | None] | str:
     """Factor from the signal's physical unit to µV (and a note), or the reason it cannot be trusted.
 
     A blank unit field must never silently mean volts (a ×10⁶ error): it is read as µV only when the
@@ -61,8 +61,8 @@ def unit_scale(signal: EdfSignal) -> tuple[float, str | None] | str:
     if unit in _VOLT_SCALES:
         return _VOLT_SCALES[unit], None
     if unit == "":
-        largest = max(abs(signal.physical_min), abs(signal.physical_max))
-        if largest >= 10.0:
+        largest = signal.largest_physical
+        if largest >= 10.0 and largest != float("inf"):
             return 1.0, f"{signal.label}: blank unit field, physical range ±{largest:g} read as µV"
         return f"blank unit field and a small physical range: cannot tell V, mV or µV apart (±{largest:g})"
     return f"unit {signal.unit!r} is not a voltage"
@@ -82,28 +82,37 @@ def _unit_key(unit: str) -> str:
     return unicodedata.normalize("NFKC", text).lower().replace(" ", "")
 
 
-def plan_channels(header: EdfHeader, recipe: Recipe) -> ChannelPlan:
+# Channel types a file or sidecar may declare that are never scalp EEG.
+_NOT_EEG_KINDS = frozenset(
+    {"eog", "ecg", "emg", "stim", "trig", "misc", "resp", "bio", "gsr", "temp", "syst"}
+)
+
+
+def plan_channels(signals: list[Signal], recipe: Recipe) -> ChannelPlan:
     """Which signals become which canonical channels, and why every other one is dropped."""
     dropped: dict[str, str] = {}
     notes: list[str] = []
-    candidates: list[tuple[EdfSignal, Channel, float]] = []
+    candidates: list[tuple[Signal, Channel, float]] = []
     rename = dict(recipe.rename)
     montage = recipe.positions
     unknown_cap = False
     if recipe.cap:
-        cap_montage = _cap_montage(recipe.cap, [s.label for s in header.data_signals])
+        cap_montage = _cap_montage(recipe.cap, [s.label for s in signals])
         unknown_cap = cap_montage is None
         if cap_montage is not None:
             montage = cap_montage
             cap_names = list(montage_positions(montage))
             rename.update({label: cap_names[i] for i, label in enumerate(cap_labels(len(cap_names)))})
-    counts = Counter(s.label for s in header.data_signals)
-    key = {
-        s.index: s.label if counts[s.label] == 1 else f"{s.label} (signal {s.index})"
-        for s in header.data_signals
-    }
-    for s in header.data_signals:
+    counts = Counter(s.label for s in signals)
+    key = {s.index: s.label if counts[s.label] == 1 else f"{s.label} (signal {s.index})" for s in signals}
+    for s in signals:
         label = key[s.index]
+        if s.bad:
+            dropped[label] = f"marked bad: {s.bad}"
+            continue
+        if s.kind.lower() in _NOT_EEG_KINDS:
+            dropped[label] = f"channel type {s.kind} (not EEG) in the file's header or sidecar"
+            continue
         if unknown_cap and _CAP_LABEL.match(s.label):
             dropped[label] = "cap labels match no BioSemi montage (32/64/128/160/256 electrodes)"
             continue
@@ -114,10 +123,10 @@ def plan_channels(header: EdfHeader, recipe: Recipe) -> ChannelPlan:
         if recipe.eeg_channels and channel.name not in recipe.eeg_channels:
             dropped[label] = "not among the recipe's EEG channels"
             continue
-        if s.physical_min == s.physical_max or s.digital_min == s.digital_max:
+        if not s.has_gain:
             dropped[label] = "physical or digital min equals max (no gain)"
             continue
-        if s.samples_per_record == 0:
+        if s.sfreq <= 0:
             dropped[label] = "no samples"
             continue
         scale = unit_scale(s)
@@ -132,14 +141,13 @@ def plan_channels(header: EdfHeader, recipe: Recipe) -> ChannelPlan:
             continue
         candidates.append((s, channel, scale[0]))
     # One rate per recording: keep the rate most EEG channels share (the higher one on a tie).
-    by_rate = Counter(s.samples_per_record for s, _, _ in candidates)
-    spr = max(by_rate, key=lambda r: (by_rate[r], r)) if by_rate else 0
+    by_rate = Counter(s.sfreq for s, _, _ in candidates)
+    rate = max(by_rate, key=lambda r: (by_rate[r], r)) if by_rate else 0.0
     kept = []
     for s, channel, scale in candidates:
-        if s.samples_per_record != spr:
+        if s.sfreq != rate:
             dropped[key[s.index]] = (
-                f"sampling rate differs from the recording's EEG rate "
-                f"({header.sfreq(s):g} Hz vs {spr / header.record_duration:g} Hz)"
+                f"sampling rate differs from the recording's EEG rate ({s.sfreq:g} Hz vs {rate:g} Hz)"
             )
         else:
             kept.append((s, channel, scale))
@@ -148,7 +156,7 @@ def plan_channels(header: EdfHeader, recipe: Recipe) -> ChannelPlan:
         labels=[key[s.index] for s, _, _ in kept],
         channels=[c for _, c, _ in kept],
         scales=np.array([k for _, _, k in kept], dtype=np.float64),
-        orig_sfreq=spr / header.record_duration if spr else 0.0,
+        orig_sfreq=rate,
         dropped=dropped,
         notes=notes,
     )

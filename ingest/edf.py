@@ -13,18 +13,18 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from itertools import pairwise
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
-from eegfm.errors import DataError
+from eegfm.ingest.signals import ReadError, Signal
 
 ANNOTATION_LABELS = ("EDF Annotations", "BDF Annotations")
 _TAL_ONSET = re.compile(rb"^([+-]\d+(?:\.\d*)?)\x14")
 
 
-class EdfError(DataError):
-    """A file that cannot be read; the message is the reason recorded in the manifest."""
+class EdfError(ReadError):
+    """An EDF/BDF file that cannot be read; the message is the reason recorded in the manifest."""
 
 
 @dataclass(frozen=True)
@@ -271,3 +271,64 @@ def contiguous_segments(onsets: np.ndarray, record_duration: float) -> list[tupl
     breaks = np.flatnonzero(np.abs(onsets[1:] - expected) > 1e-3 * max(record_duration, 1e-3)) + 1
     edges = [0, *breaks.tolist(), len(onsets)]
     return list(pairwise(edges))
+
+
+class EdfRecording:
+    """An EDF/BDF file as a `RecordingReader`: reads whole data records and cuts the asked range from them.
+
+    `file` and `header` stay available to the label sources that keep labels inside the EDF (EDF+ TALs).
+    """
+
+    def __init__(self, f: BinaryIO, file_size: int):
+        self.file = f
+        self.header = read_header(f, file_size)
+        self.notes = list(self.header.notes)
+        self._edf_signals = {s.index: s for s in self.header.data_signals}
+        self.signals = [_as_signal(self.header, s) for s in self.header.data_signals]
+
+    @property
+    def duration_s(self) -> float:
+        return self.header.n_records * self.header.record_duration
+
+    def _samples_per_record(self, sfreq: float) -> int:
+        spr = round(sfreq * self.header.record_duration)
+        if spr <= 0:
+            raise EdfError(f"no signal at {sfreq:g} Hz")
+        return spr
+
+    def segments(self, sfreq: float) -> list[tuple[int, int, float]]:
+        spr = self._samples_per_record(sfreq)
+        if self.header.n_records == 0:
+            return []
+        if not self.header.is_discontinuous:
+            return [(0, self.header.n_records * spr, 0.0)]
+        onsets = record_onsets(self.file, self.header)
+        return [
+            (a * spr, b * spr, float(onsets[a]))
+            for a, b in contiguous_segments(onsets, self.header.record_duration)
+        ]
+
+    def chunk_samples(self, sfreq: float, chunk_s: float) -> int:
+        records = max(1, int(chunk_s / self.header.record_duration)) if self.header.record_duration else 1
+        return records * self._samples_per_record(sfreq)
+
+    def read(self, signals: list[Signal], scales: Any, start: int, stop: int) -> np.ndarray:
+        edf_signals = [self._edf_signals[s.index] for s in signals]
+        spr = edf_signals[0].samples_per_record
+        first, last = start // spr, -(-stop // spr)
+        records = read_records(self.file, self.header, first, last - first)
+        values = decode(records, self.header, edf_signals, np.asarray(scales))
+        offset = start - first * spr
+        return values[offset : offset + (stop - start)]
+
+
+def _as_signal(header: EdfHeader, s: EdfSignal) -> Signal:
+    return Signal(
+        index=s.index,
+        label=s.label,
+        unit=s.unit,
+        sfreq=header.sfreq(s) if header.record_duration > 0 else 0.0,
+        largest_physical=max(abs(s.physical_min), abs(s.physical_max)),
+        has_gain=s.physical_min != s.physical_max and s.digital_min != s.digital_max,
+        kind="",
+    )

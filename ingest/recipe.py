@@ -32,10 +32,6 @@ class Recipe:
     """Dataset name: the shards' file-name prefix and every sample's `dataset`."""
     root: str
     """The corpus's top folder, local or s3://… (ROOT / --root overrides it)."""
-    include: tuple[str, ...]
-    """Globs of the input files, relative to root."""
-    path_regex: str
-    """Regex on the relative path; named groups subject, session, recording, reference (all optional)."""
     positions: str
     """The MNE built-in montage that gives electrode positions."""
     reference: str
@@ -46,6 +42,38 @@ class Recipe:
     """Split name → fraction of subjects; fractions sum to 1."""
     description: str = ""
     """One line about the corpus."""
+    layout: str = "files"
+    """How recordings and their ids are found: `files` (include + path_regex) or `bids` (BIDS entities)."""
+    include: tuple[str, ...] = ()
+    """Globs of the input files, relative to root (layout files)."""
+    path_regex: str = ""
+    """Regex on the relative path; named groups subject, session, recording, reference (layout files)."""
+    format: str = "auto"
+    """File format: auto (by extension), edf, bdf, brainvision, eeglab, gdf, cnt, fif, wfdb, mat."""
+    bids_tasks: tuple[str, ...] = ()
+    """Layout bids: only recordings of these BIDS `task` entities (empty: every task)."""
+    exclude_from: tuple[str, ...] = ()
+    """Recipes whose subjects are left out here (their manifest or file list), e.g. tuab inside tueg."""
+    url: str = ""
+    """Where the corpus is published."""
+    licence: str = ""
+    """The corpus's licence as published (e.g. CC0, CC-BY-4.0, TUH data use agreement)."""
+    redistributable: bool | None = None
+    """Whether the licence lets shards of it be shared (None: not stated)."""
+    hours: float | None = None
+    """Hours of EEG as published (None: not published)."""
+    subjects: int | None = None
+    """Subjects as published (None: not published)."""
+    citation: str = ""
+    """The paper or DOI to cite."""
+    sources: tuple[str, ...] = ()
+    """Where this recipe's facts come from (README, paper, sidecars), one per entry."""
+    quirks: tuple[str, ...] = ()
+    """Known oddities of the corpus that the recipe handles (or that users should know)."""
+    example_paths: tuple[str, ...] = ()
+    """Real relative paths of the corpus (from its docs), from which the tests generate its layout."""
+    example_channels: tuple[str, ...] = ()
+    """Channel labels as the corpus's files write them (from its docs), for the generated test tree."""
     exclude: tuple[str, ...] = ()
     """Globs of files to leave out even when include matches them."""
     rename: dict[str, str] = field(default_factory=dict)
@@ -60,6 +88,10 @@ class Recipe:
     """Resampling, filtering, windowing and QC of every recording."""
 
     def __post_init__(self) -> None:
+        if self.layout not in ("files", "bids"):
+            raise RecipeError(f"recipe {self.name}: layout must be files or bids, got {self.layout!r}")
+        if self.layout == "files" and not (self.include and self.path_regex):
+            raise RecipeError(f"recipe {self.name}: layout files needs `include` globs and a `path_regex`")
         if abs(sum(self.splits.values()) - 1.0) > 1e-6 or any(v < 0 for v in self.splits.values()):
             raise RecipeError(
                 f"recipe {self.name}: split fractions must be ≥ 0 and sum to 1, got {self.splits}"

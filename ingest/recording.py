@@ -16,17 +16,16 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import fsspec
 import numpy as np
 
 from eegfm.errors import StorageError
 from eegfm.ingest import contract
 from eegfm.ingest.channel_plan import ChannelPlan, plan_channels
-from eegfm.ingest.edf import EdfError, contiguous_segments, read_header
-from eegfm.ingest.edf import record_onsets as read_record_onsets
+from eegfm.ingest.formats import open_recording
 from eegfm.ingest.labels import LabelError
 from eegfm.ingest.preprocess import preprocess_hash
 from eegfm.ingest.recipe import Recipe, SourceFile
+from eegfm.ingest.signals import ReadError, RecordingReader
 from eegfm.ingest.windows import Sample, Windower, read_spool, stream_windows
 
 if TYPE_CHECKING:
@@ -97,9 +96,9 @@ def ingest_file(
     if source.skip_reason:
         return skipped(source, source.skip_reason)
     try:
-        with fsspec.open(source.url, "rb") as f:
-            return _ingest_open_file(f, source, recipe, spool_dir, labeller)
-    except EdfError as e:
+        with open_recording(source, recipe) as reader:
+            return _ingest_open_file(reader, source, recipe, spool_dir, labeller)
+    except ReadError as e:
         return skipped(source, f"unreadable: {e}")
     except OSError as e:
         if e.errno in (errno.ENOSPC, errno.EDQUOT):  # the machine's disk, not the file: no skip can help
@@ -115,36 +114,36 @@ def ingest_file(
 
 
 def _ingest_open_file(
-    f: Any, source: SourceFile, recipe: Recipe, spool_dir: str | None, labeller: Labeller | None
+    reader: RecordingReader,
+    source: SourceFile,
+    recipe: Recipe,
+    spool_dir: str | None,
+    labeller: Labeller | None,
 ) -> IngestedFile:
     config = recipe.preprocess
-    header = read_header(f, source.size)
-    notes = list(header.notes)
-    if not header.data_signals:
+    notes = list(reader.notes)
+    if not reader.signals:
         return skipped(source, "annotation-only file (no signal channels)", notes=notes)
-    if header.n_records == 0:
+    if reader.duration_s <= 0:
         return skipped(source, "no complete data record", notes=notes)
     labels = None
     if labeller is not None:
         try:
-            annotations = labeller.annotations(source, f, header)
+            annotations = labeller.annotations(source, reader)
         except LabelError as e:
             return skipped(source, str(e), notes=notes)
         labels = (labeller, annotations)
-    plan = plan_channels(header, recipe)
+    plan = plan_channels(reader.signals, recipe)
     notes += plan.notes
     details = {"dropped_channels": plan.dropped, "notes": notes}
     if len(plan.channels) < config.min_channels:
         return skipped(source, "no EEG channel with a known position", **details)
-    if header.is_discontinuous:
-        onsets = read_record_onsets(f, header)
-        segments = [(a, b, float(onsets[a])) for a, b in contiguous_segments(onsets, header.record_duration)]
-        if len(segments) > 1:
-            notes.append(f"EDF+D: {len(segments)} contiguous segments")
-    else:
-        segments = [(0, header.n_records, 0.0)]
-    duration = header.n_records * header.record_duration
-    if all((b - a) * header.record_duration < config.window_s for a, b, _ in segments):
+    segments = reader.segments(plan.orig_sfreq)
+    if len(segments) > 1:
+        notes.append(f"discontinuous (EDF+D or gaps): {len(segments)} contiguous segments")
+    duration = reader.duration_s
+    window = config.window_s * plan.orig_sfreq
+    if all(b - a < window for a, b, _ in segments):
         return skipped(source, f"shorter than one window ({duration:g} s < {config.window_s:g} s)", **details)
 
     placement: dict[str, Any] = {}
@@ -152,7 +151,7 @@ def _ingest_open_file(
         placement = {"stride_s": labeller.stride_s, "starts_s": labeller.window_starts(labels[1])}
     spool = tempfile.TemporaryFile(dir=spool_dir)  # noqa: SIM115 - closed by the sample stream or below
     try:
-        windower = stream_windows(f, header, plan, segments, config, recipe.mains_hz, spool, **placement)
+        windower = stream_windows(reader, plan, segments, config, recipe.mains_hz, spool, **placement)
         return _finish(source, recipe, plan, windower, spool, details, labels)
     except BaseException:
         spool.close()

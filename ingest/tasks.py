@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 from omegaconf import MISSING, OmegaConf
@@ -25,10 +25,10 @@ from omegaconf import MISSING, OmegaConf
 from eegfm.config import CONFIG_DIR, load_config, typed
 from eegfm.errors import ConfigError
 from eegfm.ingest import contract
-from eegfm.ingest.edf import EdfHeader
 from eegfm.ingest.labelling import MODES, WindowLabels, label_windows, window_starts
 from eegfm.ingest.labels import Annotation, LabelsConfig, RecordingFile, label_source
 from eegfm.ingest.recipe import Recipe, SourceFile, assign_split, load_recipe
+from eegfm.ingest.signals import RecordingReader
 
 TASKS_DIR = CONFIG_DIR / "tasks"
 
@@ -202,9 +202,9 @@ class Labeller:
             out.append(replace(f, split=split))
         return out
 
-    def annotations(self, source: SourceFile, f: BinaryIO, header: EdfHeader) -> list[Annotation]:
+    def annotations(self, source: SourceFile, reader: RecordingReader) -> list[Annotation]:
         """The recording's annotations; `LabelError` (a skip reason) when it has none."""
-        recording = RecordingFile(source, self.root, f, header)
+        recording = RecordingFile(source, self.root, reader)
         return label_source(self.task.labels.source).read(self.task.labels, recording, self.state)
 
     def window_starts(self, annotations: list[Annotation]) -> np.ndarray | None:

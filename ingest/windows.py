@@ -14,8 +14,8 @@ import numpy as np
 from eegfm.errors import ConfigError
 from eegfm.ingest import contract
 from eegfm.ingest.channel_plan import ChannelPlan
-from eegfm.ingest.edf import EdfHeader, decode, read_records
 from eegfm.ingest.preprocess import PreprocessConfig, SegmentPipeline
+from eegfm.ingest.signals import RecordingReader
 
 # Fixed amplitude-histogram bins (µV) shared by every file, so task histograms can simply be summed.
 HISTOGRAM_EDGES = np.linspace(-1000.0, 1000.0, 201)  # values beyond the ends count in the end bins
@@ -154,8 +154,7 @@ class Windower:
 
 
 def stream_windows(
-    f: Any,
-    header: EdfHeader,
+    reader: RecordingReader,
     plan: ChannelPlan,
     segments: list[tuple[int, int, float]],
     config: PreprocessConfig,
@@ -166,13 +165,14 @@ def stream_windows(
     starts_s: np.ndarray | None = None,
 ) -> Windower:
     windower = Windower(config, len(plan.signals), spool, stride_s=stride_s, starts_s=starts_s)
-    records_per_chunk = max(1, int(config.chunk_s / header.record_duration))
+    chunk = reader.chunk_samples(plan.orig_sfreq, config.chunk_s)
     for first, stop, onset in segments:
         pipeline = SegmentPipeline(config, plan.orig_sfreq, len(plan.signals), mains_hz)
         windower.start_segment(onset)
-        for start in range(first, stop, records_per_chunk):
-            records = read_records(f, header, start, min(records_per_chunk, stop - start))
-            windower.feed(pipeline.push(decode(records, header, plan.signals, plan.scales)))
+        for start in range(first, stop, chunk):
+            windower.feed(
+                pipeline.push(reader.read(plan.signals, plan.scales, start, min(start + chunk, stop)))
+            )
         windower.feed(pipeline.flush())
     return windower
 

@@ -10,15 +10,29 @@ import numpy as np
 import pytest
 
 from eegfm.ingest.channel_plan import plan_channels, unit_scale
-from eegfm.ingest.edf import EdfError, contiguous_segments, decode, read_header, read_records, record_onsets
+from eegfm.ingest.edf import (
+    EdfError,
+    EdfRecording,
+    contiguous_segments,
+    decode,
+    read_header,
+    read_records,
+    record_onsets,
+)
 from eegfm.ingest.fixtures import Signal, write_edf
 from eegfm.ingest.recipe import load_recipe
+from eegfm.ingest.signals import Signal as ReaderSignal
 
 REAL_FILES = sorted(
     p.relative_to(Path(__file__).resolve().parents[2] / "shared" / "data" / "real-edf").as_posix()
     for p in (Path(__file__).resolve().parents[2] / "shared" / "data" / "real-edf").rglob("*")
     if p.is_file()
 )
+
+
+def edf_signals(path: Path) -> list[ReaderSignal]:
+    with open(path, "rb") as f:
+        return EdfRecording(f, path.stat().st_size).signals
 
 
 def _read_all(path: Path):
@@ -134,19 +148,31 @@ def test_every_voltage_spelling_is_read_at_its_scale(tmp_path: Path, unit: bytes
     raw[unit_field : unit_field + 8] = unit.ljust(8)
     path.write_bytes(bytes(raw))
     with open(path, "rb") as f:
-        header = read_header(f, path.stat().st_size)
-        records = read_records(f, header, 0, header.n_records)
-    plan = plan_channels(header, load_recipe("generic", root=str(tmp_path)))
-    assert [c.name for c in plan.channels] == ["Cz"], plan.dropped
-    assert plan.scales.tolist() == [factor]
-    np.testing.assert_allclose(decode(records, header, plan.signals, plan.scales)[:, 0], uv, atol=0.01)
+        reader = EdfRecording(f, path.stat().st_size)
+        plan = plan_channels(reader.signals, load_recipe("generic", root=str(tmp_path)))
+        assert [c.name for c in plan.channels] == ["Cz"], plan.dropped
+        assert plan.scales.tolist() == [factor]
+        values = reader.read(plan.signals, plan.scales, 0, len(uv))
+    np.testing.assert_allclose(values[:, 0], uv, atol=0.01)
+
+
+def test_reads_of_any_sample_range_equal_the_whole_recording_cut(tmp_path: Path) -> None:
+    """The reader interface takes sample ranges that need not fall on EDF records (other formats' chunks)."""
+    signal = np.arange(2560, dtype=np.float64) % 200 - 100
+    path = write_edf(tmp_path / "x.edf", [Signal("Cz", signal, 256.0, physical_min=-200, physical_max=200)])
+    with open(path, "rb") as f:
+        reader = EdfRecording(f, path.stat().st_size)
+        (cz,) = reader.signals
+        assert reader.segments(256.0) == [(0, 2560, 0.0)] and reader.duration_s == 10.0
+        whole = reader.read([cz], np.ones(1), 0, 2560)[:, 0]
+        for start, stop in [(0, 1), (100, 357), (255, 257), (2000, 2560)]:
+            np.testing.assert_array_equal(reader.read([cz], np.ones(1), start, stop)[:, 0], whole[start:stop])
+    np.testing.assert_allclose(whole, signal, atol=0.01)
 
 
 def test_non_voltage_units_are_still_dropped(tmp_path: Path) -> None:
     path = write_edf(
         tmp_path / "x.edf", [Signal("Cz", np.zeros(256), 256.0, unit="DegC", physical_min=-1, physical_max=1)]
     )
-    with open(path, "rb") as f:
-        header = read_header(f, path.stat().st_size)
-    plan = plan_channels(header, load_recipe("generic", root=str(tmp_path)))
+    plan = plan_channels(edf_signals(path), load_recipe("generic", root=str(tmp_path)))
     assert plan.channels == [] and plan.dropped == {"Cz": "unit 'DegC' is not a voltage"}

@@ -21,8 +21,9 @@ import fsspec
 from omegaconf import MISSING
 
 from eegfm.errors import DataError
-from eegfm.ingest.edf import EdfHeader
+from eegfm.ingest.edf import EdfHeader, EdfRecording
 from eegfm.ingest.recipe import SourceFile
+from eegfm.ingest.signals import RecordingReader
 from eegfm.storage import join_url, storage_errors
 
 
@@ -63,17 +64,22 @@ class LabelsConfig:
 
 @dataclass(frozen=True)
 class RecordingFile:
-    """What a label source may look at for one recording: its ids and path, the corpus root, the open
-    EDF and its header (for sources that keep their labels inside the EDF, or need its duration)."""
+    """What a label source may look at for one recording: its ids and path, the corpus root, and the open
+    recording (its duration; for sources that keep labels inside an EDF, the EDF file and header)."""
 
     source: SourceFile
     root: str
-    f: BinaryIO
-    header: EdfHeader
+    reader: RecordingReader
 
     @property
     def duration_s(self) -> float:
-        return self.header.n_records * self.header.record_duration
+        return self.reader.duration_s
+
+    def edf(self) -> tuple[BinaryIO, EdfHeader]:
+        """The open EDF file and its header; `LabelError` for a recording in another format."""
+        if not isinstance(self.reader, EdfRecording):
+            raise LabelError("this label source reads EDF+ annotations: the recording is not an EDF/BDF file")
+        return self.reader.file, self.reader.header
 
 
 @dataclass(frozen=True)

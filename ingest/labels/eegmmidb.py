@@ -44,7 +44,7 @@ def run_number(path: str) -> int:
 
 def read(config: LabelsConfig, recording: RecordingFile, _state: object) -> list[Annotation]:
     run = run_number(recording.source.path)
-    events = read_annotations(recording.f, recording.header)
+    events = read_annotations(*recording.edf())
     if not events:
         raise LabelError("no T0/T1/T2 annotation in the run")
     return [Annotation(a.start_s, a.stop_s, event_text(run, a.text)) for a in events]

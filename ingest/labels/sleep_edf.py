@@ -97,7 +97,7 @@ def read(
         stages = read_annotations(io.BytesIO(data), header)
     except EdfError as e:
         raise LabelError(f"unreadable hypnogram ({paired[0].rpartition('/')[2]}: {e})") from None
-    psg_start, hypnogram_start = _start(recording.header), _start(header)
+    psg_start, hypnogram_start = _start(recording.edf()[1]), _start(header)
     shift = (hypnogram_start - psg_start).total_seconds() if psg_start and hypnogram_start else 0.0
     shifted = [Annotation(a.start_s + shift, a.stop_s + shift, a.text) for a in stages]
     if not shifted:

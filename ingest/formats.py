@@ -1,0 +1,67 @@
+"""Which reader opens which file: the recipe's `format`, or the file's extension when it says `auto`.
+
+Every reader gives a `signals.RecordingReader`. Each format's opener is registered below by name and file
+extensions; one obvious place to add a format.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING
+
+import fsspec
+
+from eegfm.ingest.edf import EdfRecording
+from eegfm.ingest.signals import ReadError, RecordingReader
+
+if TYPE_CHECKING:
+    from eegfm.ingest.recipe import Recipe, SourceFile
+
+Opener = Callable[["SourceFile", "Recipe"], AbstractContextManager[RecordingReader]]
+
+_READERS: dict[str, Opener] = {}
+_EXTENSIONS: dict[str, str] = {}
+
+
+def register(name: str, extensions: tuple[str, ...], opener: Opener) -> None:
+    """Make `opener` the reader of format `name` and of files ending in `extensions` (lower case)."""
+    _READERS[name] = opener
+    for extension in extensions:
+        _EXTENSIONS[extension] = name
+
+
+@contextlib.contextmanager
+def _open_edf(source: SourceFile, _recipe: Recipe) -> Iterator[RecordingReader]:
+    with fsspec.open(source.url, "rb") as f:
+        yield EdfRecording(f, source.size)
+
+
+register("edf", (".edf", ".rec"), _open_edf)
+register("bdf", (".bdf",), _open_edf)
+
+
+def known_formats() -> list[str]:
+    return sorted(_READERS)
+
+
+def format_of(path: str, declared: str = "auto") -> str:
+    """The format name of `path`: `declared` unless it is `auto`, else by the longest matching extension."""
+    if declared != "auto":
+        if declared not in _READERS:
+            raise ReadError(f"unknown format {declared!r}; known: {', '.join(known_formats())}")
+        return declared
+    lower = path.lower()
+    for extension in sorted(_EXTENSIONS, key=len, reverse=True):
+        if lower.endswith(extension):
+            return _EXTENSIONS[extension]
+    raise ReadError(
+        "no reader for this file's extension; set the recipe's `format:` "
+        f"(one of {', '.join(known_formats())})"
+    )
+
+
+def open_recording(source: SourceFile, recipe: Recipe) -> AbstractContextManager[RecordingReader]:
+    """Open one source file with the reader its format needs (raises `ReadError` when none can)."""
+    return _READERS[format_of(source.path, recipe.format)](source, recipe)
