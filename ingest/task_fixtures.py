@@ -472,7 +472,8 @@ def _sleep_edf(root: Path, rng: np.random.Generator, n_subjects: int, duration_s
 
 
 def _tuev(root: Path, rng: np.random.Generator, n_subjects: int, duration_s: float) -> Made:
-    """TUEV: `edf/<train|eval>/<subject>/<subject>_<NNNNNNNN>.edf` (TUH `EEG XX-REF` channels, 250/256 Hz)
+    """TUEV v2.0.1: `edf/train/<subject>/<subject>_<NNNNNNNN>.edf` (8-letter TUH subject ids) and
+    `edf/eval/<NNN>/<class>_<NNN>_a_<run>.edf` (anonymised eval names), TUH `EEG XX-REF` channels, 250/256 Hz,
     with its `.rec` (channel,start,stop,code per TCP channel and 1-s event). The recording is a series of
     6-s episodes, each of one class (`tuev_event`), its middle second annotated: the event's code on the
     TCP channels it involves, bckg (6) on the others, as TUEV files have them. The first episode's event
@@ -482,8 +483,8 @@ def _tuev(root: Path, rng: np.random.Generator, n_subjects: int, duration_s: flo
     made: Made = {}
     duration_s = max(6.0 * round(duration_s / 6.0), 42.0)
     for i in range(max(n_subjects, 4)):
-        subject = f"{2275 + 37 * i:08d}"
         official = ("train", "eval")[i // 2 % 2]
+        subject = tuh_subject(2275 + 37 * i) if official == "train" else f"{37 * i:03d}"
         for session in (1, 2) if i == 0 else (1,):
             sfreq = (250.0, 256.0)[(i + session) % 2]
             n = round(sfreq * duration_s)
@@ -511,7 +512,10 @@ def _tuev(root: Path, rng: np.random.Generator, n_subjects: int, duration_s: flo
                 Signal(f"EEG {e}-REF", v, sfreq, physical_min=-4999.84, physical_max=4999.84)
                 for e, v in zip(TUH_EEG, x, strict=True)
             ]
-            rel = f"edf/{official}/{subject}/{subject}_{session:08d}.edf"
+            if official == "train":
+                rel = f"edf/train/{subject}/{subject}_{session:08d}.edf"
+            else:  # eval files are named by a class, the number and a run suffix (empty for the first)
+                rel = f"edf/eval/{subject}/{TUEV_CLASSES[i % 6]}_{subject}_a_{session - 1 or ''}.edf"
             write_edf(
                 root / rel,
                 signals,

@@ -243,7 +243,13 @@ def test_tuev_rec_parser_per_moment_labels_unknown_codes_and_bad_lines() -> None
 def test_tuev_recipe_reads_the_layout(tmp_path: Path) -> None:
     from eegfm.ingest.recipe import discover, load_recipe
 
-    for rel in ("edf/train/00002275/00002275_00000001.edf", "edf/eval/aaaaaaar/aaaaaaar_00000002.edf"):
+    """Paths as TUEV v2.0.1 has them (braindecode's TUH reader parses the same examples)."""
+    paths = (
+        "edf/train/aaaaaaar/aaaaaaar_00000001.edf",
+        "edf/eval/000/bckg_000_a_.edf",
+        "edf/eval/012/spsw_012_a_1.edf",
+    )
+    for rel in paths:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(b"")
     found = {
@@ -251,8 +257,9 @@ def test_tuev_recipe_reads_the_layout(tmp_path: Path) -> None:
         for f in discover(load_recipe("tuev", root=str(tmp_path)))
     }
     assert found == {
-        "edf/train/00002275/00002275_00000001.edf": ("00002275", "00002275_00000001", None),
-        "edf/eval/aaaaaaar/aaaaaaar_00000002.edf": ("aaaaaaar", "aaaaaaar_00000002", None),
+        "edf/train/aaaaaaar/aaaaaaar_00000001.edf": ("aaaaaaar", "aaaaaaar_00000001", None),
+        "edf/eval/000/bckg_000_a_.edf": ("000", "bckg_000_a_", None),
+        "edf/eval/012/spsw_012_a_1.edf": ("012", "spsw_012_a_1", None),
     }
 
 
