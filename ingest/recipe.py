@@ -84,6 +84,8 @@ class Recipe:
     """If set, only these canonical channel names are kept."""
     exclude_subjects: tuple[str, ...] = ()
     """Subjects left out (e.g. another dataset's evaluation subjects)."""
+    same_subject: dict[str, str] = field(default_factory=dict)
+    """Ids that are one person: later id → first id (CHB-MIT: chb21 is chb01); splits use the first."""
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     """Resampling, filtering, windowing and QC of every recording."""
 
@@ -200,6 +202,7 @@ def _identify(recipe: Recipe, pattern: re.Pattern[str], rel: str, url: str, size
         )
     groups = {k: v for k, v in match.groupdict().items() if v is not None}
     subject = groups.get("subject", stem)
+    subject = recipe.same_subject.get(subject, subject)
     reason = f"subject excluded by the recipe ({subject})" if subject in recipe.exclude_subjects else None
     return SourceFile(
         path=rel,

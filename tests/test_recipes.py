@@ -46,6 +46,8 @@ LAYOUTS = {
     "chbmit": [
         ("chb01/chb01_03.edf", ("chb01", "", "chb01_03", "bipolar")),
         ("chb17/chb17b_63.edf", ("chb17", "", "chb17b_63", "bipolar")),
+        # chb21 is chb01 recorded 1.5 years later: one subject (recipe `same_subject`), hence one split.
+        ("chb21/chb21_19.edf", ("chb01", "", "chb21_19", "bipolar")),
     ],
     "siena": [("PN00/PN00-1.edf", ("PN00", "", "PN00-1", "unknown"))],
     "eegmmidb": [("S001/S001R04.edf", ("S001", "", "S001R04", "unknown"))],
