@@ -226,13 +226,24 @@ def band_power_features(eeg: np.ndarray, sfreq: float) -> np.ndarray:
     return np.log(np.stack(bands, axis=-1) + 1e-12)
 
 
-def align_channels(per_window: list[np.ndarray], channels: list[list[str]]) -> np.ndarray:
-    """Per-channel features (C_i, F) of windows of any montages → one (n, U·F) matrix over the union of
-    their channel names (in order of first appearance); a channel a window lacks takes its mean."""
+def channel_union(channels: Iterable[list[str]]) -> dict[str, int]:
+    """Channel name → column, over every window's channels, in order of first appearance."""
     names: dict[str, int] = {}
     for window_channels in channels:
         for name in window_channels:
             names.setdefault(name, len(names))
+    return names
+
+
+def align_channels(
+    per_window: list[np.ndarray], channels: list[list[str]], names: dict[str, int] | None = None
+) -> np.ndarray:
+    """Per-channel features (C_i, F) of windows of any montages → one (n, U·F) matrix over the channel
+    union `names` (default: these windows' own); a channel a window lacks takes its mean.
+
+    Every split of one probe must share one `names`: a column has to mean the same channel in the
+    features the regression is fitted on and in those it is scored on."""
+    names = channel_union(channels) if names is None else names
     features = per_window[0].shape[-1]
     out = np.empty((len(per_window), len(names), features))
     for i, (values, window_channels) in enumerate(zip(per_window, channels, strict=True)):
@@ -280,8 +291,10 @@ class SplitData:
 
     labels: np.ndarray  # (n,)
     features: dict[str, list[torch.Tensor]]  # per encoder: per batch, pooled (B, D) or tokens (B, N, E)
-    band_power: np.ndarray  # (n, U·5)
+    powers: list[np.ndarray]  # per window, (C_i, 5) log band powers
+    channels: list[list[str]]  # per window, its channel names
     batch_labels: list[np.ndarray]  # labels per batch, for the attention query
+    band_power: np.ndarray | None = None  # (n, U·5) over the union of every split's channels (`align_splits`)
 
 
 def embed_windows(
@@ -306,7 +319,14 @@ def embed_windows(
         )
     if not labels:
         raise DataError("a split of the task holds no window")
-    return SplitData(np.concatenate(labels), features, align_channels(powers, channels), labels)
+    return SplitData(np.concatenate(labels), features, powers, channels, labels)
+
+
+def align_splits(splits: dict[str, SplitData]) -> None:
+    """Set every split's band-power matrix over one channel union, the union of all splits' channels."""
+    names = channel_union(c for data in splits.values() for c in data.channels)
+    for data in splits.values():
+        data.band_power = align_channels(data.powers, data.channels, names)
 
 
 def _pooled(
@@ -445,6 +465,7 @@ def run_probe(source: str, task_shards: str, out: str | None, options: ProbeOpti
             task_shards, split, task, clip=options.clip, batch_windows=options.batch_windows, table=table
         )
         splits[split] = embed_windows(encoders, batches, options, device)
+    align_splits(splits)
     metrics, baselines = probe_splits(splits, task, options)
     report = {
         "task": task.name,

@@ -27,6 +27,9 @@ from eegfm.models.reve import SIZES, ReveEncoder
 from eegfm.pretrain.export import export_encoder
 from eegfm.pretrain.probe import (
     ProbeOptions,
+    SplitData,
+    align_channels,
+    align_splits,
     classification_metrics,
     fit_and_score,
     independent_shuffle,
@@ -124,6 +127,31 @@ def test_independent_shuffle_keeps_counts_and_carries_no_label() -> None:
 
 
 # ---- reading task shards -------------------------------------------------------------------------------
+
+
+def test_band_powers_of_every_split_share_one_channel_union() -> None:
+    """Splits whose windows list their channels differently (another order, a channel only one has): one
+    column means one channel in train and test. Per-split unions (the old code) put Fz's powers in Cz's
+    column of the test split, and the band-power baseline was scored on shuffled features."""
+    cz, fz, o1 = np.full((1, 5), 1.0), np.full((1, 5), 2.0), np.full((1, 5), 3.0)
+
+    def split(powers: list[np.ndarray], channels: list[list[str]]) -> SplitData:
+        return SplitData(np.zeros(len(powers)), {}, powers, channels, [])
+
+    splits = {
+        "train": split([np.vstack([cz, fz])], [["Cz", "Fz"]]),
+        "test": split([np.vstack([fz, o1, cz])], [["Fz", "O1", "Cz"]]),
+    }
+    align_splits(splits)
+    for data in splits.values():
+        assert data.band_power is not None and data.band_power.shape == (1, 15)
+    np.testing.assert_array_equal(splits["train"].band_power[0, :10], np.r_[cz[0], fz[0]])
+    np.testing.assert_array_equal(splits["test"].band_power[0], np.r_[cz[0], fz[0], o1[0]])
+    # The absent O1 takes the window's own channel mean.
+    np.testing.assert_array_equal(splits["train"].band_power[0, 10:], np.full(5, 1.5))
+    # Negative control: the old per-split union puts the test's first channel (Fz) in column 0.
+    old = align_channels(splits["test"].powers, splits["test"].channels)
+    assert not np.array_equal(old[0, :5], cz[0])
 
 
 def test_labelled_windows_read_back_with_their_labels(task_shards: Path) -> None:
