@@ -40,7 +40,7 @@ from eegfm.models.reve import ReveEncoder
 from eegfm.pretrain.checkpoints import CHECKPOINTS_DIR, checkpoint_name, list_checkpoints
 from eegfm.pretrain.finetune_config import PhaseConfig
 from eegfm.pretrain.metrics import RunCsvLogger
-from eegfm.pretrain.objective import unwrapped_name
+from eegfm.pretrain.objective import FsdpNormClipping, unwrapped_name
 from eegfm.pretrain.probe import classification_metrics
 from eegfm.pretrain.schedule import warmup_plateau_cooldown
 from eegfm.pretrain.table import ShardTable
@@ -75,7 +75,14 @@ class TaskBatches(Dataset):
     """Batch i of a split: its windows read, checked and decoded (`taskshards.labelled_batches`)."""
 
     def __init__(
-        self, url: str, split: str, task: TaskInfo, table: ShardTable, batches: list[np.ndarray], clip: float
+        self,
+        url: str,
+        split: str,
+        task: TaskInfo,
+        table: ShardTable,
+        batches: list[np.ndarray],
+        clip: float,
+        counted: list[bool] | None = None,
     ):
         self.url, self.split, self.task, self.table, self.batches, self.clip = (
             url,
@@ -85,6 +92,7 @@ class TaskBatches(Dataset):
             batches,
             clip,
         )
+        self.counted = counted if counted is not None else [True] * len(batches)
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -102,7 +110,12 @@ class TaskBatches(Dataset):
                 table=self.table,
             )
         )
-        return {"eeg": batch.eeg, "positions": batch.positions, "labels": torch.from_numpy(batch.labels)}
+        return {
+            "eeg": batch.eeg,
+            "positions": batch.positions,
+            "labels": torch.from_numpy(batch.labels),
+            "counted": self.counted[index],
+        }
 
 
 def _as_is(batch: Any) -> Any:
@@ -136,9 +149,17 @@ class TaskDataModule(pl.LightningDataModule):
         return len(epoch_batches(self.tables["train"], self.batch_windows, self.seed, 0, world)) // world
 
     def _loader(self, split: str, batches: list[np.ndarray]) -> DataLoader:
+        """This rank's every W-th batch. Val and test are padded with repeats of the split's first batch,
+        not counted, so that every rank runs as many forwards: under FSDP each forward gathers the
+        parameters from all ranks, and one rank with a forward fewer would leave the others waiting on a
+        collective that never matches (train batches are trimmed to a multiple of W instead)."""
         rank, world = self._world()
         mine = batches[rank::world]
-        dataset = TaskBatches(self.url, split, self.task, self.tables[split], mine, self.clip)
+        counted = [True] * len(mine)
+        if split != "train":
+            repeats = -(-len(batches) // world) - len(mine)
+            mine, counted = mine + [batches[0]] * repeats, counted + [False] * repeats
+        dataset = TaskBatches(self.url, split, self.task, self.tables[split], mine, self.clip, counted)
         return DataLoader(
             dataset, batch_size=None, shuffle=False, num_workers=self.num_workers, collate_fn=_as_is
         )
@@ -220,7 +241,7 @@ class Selection:
     finished: bool = False
 
 
-class Finetuning(pl.LightningModule):
+class Finetuning(FsdpNormClipping):
     def __init__(
         self,
         encoder: ReveEncoder | MaskedCodeEncoder,
@@ -272,6 +293,8 @@ class Finetuning(pl.LightningModule):
         self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
     ) -> None:
         logits = self(batch["eeg"], batch["positions"]).float()
+        if not batch["counted"]:  # a repeat that only keeps the ranks' forwards in step
+            return
         loss = F.cross_entropy(logits, batch["labels"], reduction="sum")
         probabilities = torch.softmax(logits, dim=-1).cpu().numpy().astype(np.float64)
         self._outputs.setdefault(dataloader_idx, []).append(

@@ -13,6 +13,7 @@ checkpoint at the next epoch. `lp+ft` runs lp, then ft starting from lp's best-e
 from __future__ import annotations
 
 import copy
+import os
 from typing import Any
 
 import lightning.pytorch as pl
@@ -238,6 +239,16 @@ def summarize(per_seed: dict[int, dict[str, Any]]) -> dict[str, dict[str, dict[s
     }
 
 
+def launch_rank() -> int:
+    """This process's global rank as its launcher set it, before any process group exists: torchrun's
+    RANK, SLURM's SLURM_PROCID, or the LOCAL_RANK Lightning gives the processes it starts for devices > 1
+    on one machine (the first process has none: 0)."""
+    for name in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return 0
+
+
 def _refuse_reuse(cfg: FinetuneConfig, resume: str | None) -> None:
     if resume not in (None, "auto"):
         raise ConfigError(f"--resume {resume}: fine-tuning resumes a whole run directory: --resume auto")
@@ -254,7 +265,9 @@ def run_finetune(cfg: FinetuneConfig, resume: str | None = None) -> dict[str, An
         raise ConfigError("encoder.checkpoint: not set; pass --checkpoint (a run directory, .ckpt or export)")
     if not cfg.task.shards:
         raise ConfigError("task.shards: not set; pass --task-shards (labelled task shards)")
-    _refuse_reuse(cfg, resume)
+    is_zero = launch_rank() == 0
+    if is_zero:  # the other ranks start after rank 0 has written config.yaml: only rank 0 may judge it
+        _refuse_reuse(cfg, resume)
     task = read_task_info(cfg.task.shards)
     tables = {split: load_split(cfg.task.shards, split) for split in SPLITS}
     for split, table in tables.items():
@@ -263,10 +276,6 @@ def run_finetune(cfg: FinetuneConfig, resume: str | None = None) -> dict[str, An
                 f"{task.manifest}: the {split} split holds no window; fine-tuning needs train, val, test"
             )
     encoder, checkpoint, step, _ = load_probe_encoder(cfg.encoder.checkpoint, verb="eegfm finetune")
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        is_zero = torch.distributed.get_rank() == 0
-    else:
-        is_zero = int(__import__("os").environ.get("RANK", "0")) == 0
     if is_zero:
         with atomic_write(join_url(cfg.run.dir, CONFIG_NAME)) as path, open(path, "w") as f:
             f.write(to_yaml(cfg))

@@ -22,7 +22,24 @@ def unwrapped_name(name: str) -> str:
     return ".".join(part for part in name.split(".") if part not in wrappers)
 
 
-class Objective(pl.LightningModule):
+class FsdpNormClipping(pl.LightningModule):
+    """`trainer.gradient_clip` as a norm under every strategy (pretraining and fine-tuning share it)."""
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Norm clipping, also under FSDP, where Lightning's precision plugin refuses it: FSDP's own
+        `clip_grad_norm_` reduces the norm over every rank's shard of the gradients."""
+        if gradient_clip_val and isinstance(self.trainer.strategy, FSDPStrategy):
+            self.trainer.strategy.model.clip_grad_norm_(gradient_clip_val)
+            return
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+
+class Objective(FsdpNormClipping):
     """Subclasses build `self.model` and define `training_step`, `n_patches` and `train_flops`."""
 
     def __init__(self, optim: dict, seed: int, total_steps: int):
@@ -59,19 +76,6 @@ class Objective(pl.LightningModule):
         self.log(first, values[first], prog_bar=True, sync_dist=True)
         self.log_dict({k: v for k, v in values.items() if k != first}, sync_dist=True)
         self.log("lr", self.lr_schedulers().get_last_lr()[0])
-
-    def configure_gradient_clipping(
-        self,
-        optimizer: torch.optim.Optimizer,
-        gradient_clip_val: float | None = None,
-        gradient_clip_algorithm: str | None = None,
-    ) -> None:
-        """Norm clipping, also under FSDP, where Lightning's precision plugin refuses it: FSDP's own
-        `clip_grad_norm_` reduces the norm over every rank's shard of the gradients."""
-        if gradient_clip_val and isinstance(self.trainer.strategy, FSDPStrategy):
-            self.trainer.strategy.model.clip_grad_norm_(gradient_clip_val)
-            return
-        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def configure_optimizers(self) -> dict[str, Any]:
         # No weight decay on norms, biases and learned tokens (REVE, MAE and LaBraM practice), chosen by

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -23,9 +24,10 @@ from eegfm.models.mcm import MaskedCodeEncoder, McmConfig
 from eegfm.models.reve import SIZES, ReveEncoder
 from eegfm.pretrain.checkpoints import list_checkpoints, load_state
 from eegfm.pretrain.export import export_encoder, load_encoder
-from eegfm.pretrain.finetune import param_groups
+from eegfm.pretrain.finetune import TaskDataModule, param_groups
 from eegfm.pretrain.finetune_config import FinetuneConfig, FullFinetunePhase
 from eegfm.pretrain.finetune_run import run_finetune
+from eegfm.pretrain.taskshards import load_split, read_task_info
 
 REPO = Path(__file__).resolve().parent.parent
 # The lp recipe the synthetic rhythm task is learnt with (6 steps of 8 windows per epoch).
@@ -344,3 +346,43 @@ def test_a_pretraining_run_directory_fine_tunes(tmp_path: Path, task_shards: Pat
     assert report["step"] == 2
     assert report["checkpoint"] == str(tmp_path / "mae" / "checkpoints" / "step=00000002.ckpt")
     assert report["per_seed"]["0"]["epochs"] == 1
+
+
+# ---- several ranks -------------------------------------------------------------------------------------
+
+
+def test_every_rank_runs_as_many_eval_forwards_and_each_window_counts_once(task_shards: Path) -> None:
+    """3 val batches over 2 ranks: rank 1 gets a repeat, not counted, so both run 2 forwards (FSDP gathers
+    parameters in every forward: a rank with one fewer leaves the others on an unmatched collective)."""
+    task = read_task_info(str(task_shards))
+    tables = {split: load_split(str(task_shards), split) for split in ("train", "val", "test")}
+    counted_rows: list[int] = []
+    forwards = []
+    for rank in range(2):
+        module = TaskDataModule(
+            str(task_shards), task, tables, batch_windows=8, clip=15.0, seed=0, num_workers=0
+        )
+        module.trainer = SimpleNamespace(global_rank=rank, world_size=2, current_epoch=0)
+        val_loader, _ = module.val_dataloader()
+        batches = list(val_loader)
+        forwards.append(len(batches))
+        for batch, rows in zip(batches, val_loader.dataset.batches, strict=True):
+            if batch["counted"]:
+                counted_rows.extend(rows.tolist())
+    assert forwards == [2, 2]
+    assert sorted(counted_rows) == list(range(len(tables["val"])))  # every val window once, no repeat
+
+
+@pytest.mark.slow
+def test_lp_runs_on_two_fsdp_ranks(tmp_path: Path, task_shards: Path, reve_export: Path) -> None:
+    """Two processes under FSDP (gloo): the launch of rank 1 after rank 0 wrote config.yaml, clipping
+    under FSDP and the eval forwards in step. Each of these stopped the run before (rank 1 refused the run
+    directory; Lightning refuses norm clipping under FSDP; the uneven eval forwards hung a collective)."""
+    command = _finetune_command(reve_export, task_shards, tmp_path / "run", "lp.epochs=2")
+    done = subprocess.run(
+        [*command, "trainer.devices=2", "trainer.strategy=fsdp"], env=ENV, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "run" / "finetune.json").read_text())
+    assert report["per_seed"]["0"]["epochs"] == 2
+    assert report["windows"] == {"train": 48, "val": 24, "test": 24}
