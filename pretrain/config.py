@@ -402,12 +402,61 @@ class LunaRun(PretrainConfig):
         _check(self.model.size in SIZES, "model.size", f"{self.model.size!r} is not one of {sorted(SIZES)}")
 
 
+@dataclass
+class LumambaSettings:
+    mask_ratio: float = 0.5
+    """Share of each window's (channel, patch) cells hidden, an exact count (the authors' shipped 0.5)."""
+    unmasked_weight: float = 0.05
+    """Weight of the Smooth-L1 on the visible samples, beside the hidden ones' (the authors' 0.05)."""
+    query_loss_weight: float = 0.8
+    """Weight of the query-specialisation loss (the authors' 0.8)."""
+    lejepa_weight: float = 0.0
+    """Weight of the LeJEPA term (0: off; the authors use 0.05 when they turn it on)."""
+    lejepa_lambda: float = 0.002
+    """LeJEPA's λ: (1 − λ) · view prediction + λ · SIGReg (the authors' 0.002)."""
+    local_views: int = 4
+    """Local crops (4 patches each) per window, predicted from the global ones (LeJEPA only)."""
+    global_views: int = 2
+    """Global crops (16 patches each) per window, whose mean embedding is the target (LeJEPA only)."""
+    slices: int = 256
+    """Random directions SIGReg tests the local embeddings along, drawn each step (LeJEPA only)."""
+
+    def __post_init__(self) -> None:
+        _check(0 < self.mask_ratio < 1, "lumamba.mask_ratio", f"must be within (0, 1), got {self.mask_ratio}")
+        for name in ("unmasked_weight", "query_loss_weight", "lejepa_weight"):
+            _check(getattr(self, name) >= 0, f"lumamba.{name}", f"must be ≥ 0, got {getattr(self, name)}")
+        _check(
+            0 <= self.lejepa_lambda <= 1,
+            "lumamba.lejepa_lambda",
+            f"must be within [0, 1], got {self.lejepa_lambda}",
+        )
+        for name in ("local_views", "global_views", "slices"):
+            _check(getattr(self, name) >= 1, f"lumamba.{name}", f"must be ≥ 1, got {getattr(self, name)}")
+
+
+@dataclass
+class LumambaRun(PretrainConfig):
+    """LuMamba: LUNA's channel unification + bidirectional Mamba, masked reconstruction
+    (models/lumamba.py)."""
+
+    model: ModelSize = field(default_factory=lambda: ModelSize(size="lumamba_tiny"))
+    """The encoder's size (models/lumamba.py SIZES)."""
+    lumamba: LumambaSettings = field(default_factory=LumambaSettings)
+    """Masking, loss weights and the optional LeJEPA term."""
+
+    def __post_init__(self) -> None:
+        from eegfm.models.lumamba import SIZES
+
+        _check(self.model.size in SIZES, "model.size", f"{self.model.size!r} is not one of {sorted(SIZES)}")
+
+
 SCHEMAS: dict[str, type[PretrainConfig]] = {
     "mae": MaeRun,
     "tokenizer": TokenizerRun,
     "mcm": McmRun,
     "cbramod": CbramodRun,
     "luna": LunaRun,
+    "lumamba": LumambaRun,
 }
 
 

@@ -49,6 +49,7 @@ from eegfm.pretrain.checkpoints import AtomicCheckpointIO, resolve_resume, step_
 from eegfm.pretrain.config import PretrainConfig, load_pretrain_config, pretrain_config
 from eegfm.pretrain.datamodule import ShardDataModule
 from eegfm.pretrain.inloop_probe import probe_callback
+from eegfm.pretrain.lumamba import LumambaPretraining
 from eegfm.pretrain.luna import LunaPretraining
 from eegfm.pretrain.mae import MaePretraining
 from eegfm.pretrain.mcm import McmPretraining
@@ -63,6 +64,7 @@ OBJECTIVES = {
     "mcm": McmPretraining,
     "cbramod": CbramodPretraining,
     "luna": LunaPretraining,
+    "lumamba": LumambaPretraining,
 }
 
 
