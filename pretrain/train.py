@@ -48,6 +48,7 @@ from eegfm.pretrain.cbramod import CbramodPretraining
 from eegfm.pretrain.checkpoints import AtomicCheckpointIO, resolve_resume, step_of
 from eegfm.pretrain.config import PretrainConfig, load_pretrain_config, pretrain_config
 from eegfm.pretrain.datamodule import ShardDataModule
+from eegfm.pretrain.femba import FembaPretraining
 from eegfm.pretrain.inloop_probe import probe_callback
 from eegfm.pretrain.lumamba import LumambaPretraining
 from eegfm.pretrain.luna import LunaPretraining
@@ -65,6 +66,7 @@ OBJECTIVES = {
     "cbramod": CbramodPretraining,
     "luna": LunaPretraining,
     "lumamba": LumambaPretraining,
+    "femba": FembaPretraining,
 }
 
 
