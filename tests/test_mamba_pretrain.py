@@ -191,3 +191,32 @@ def _window_channels(shards: Path, count: int) -> list[str]:
     montages = json.loads((shards / "manifest.json").read_text())["totals"]["per_montage"].values()
     (names,) = {tuple(m["channels"]) for m in montages if len(m["channels"]) == count}
     return list(names)
+
+
+@pytest.mark.parametrize(
+    "config", ["reve_tiny.yaml", "cbramod_cpu.yaml", "luna_cpu.yaml", "lumamba_cpu.yaml", "femba_cpu.yaml"]
+)
+def test_fsdp_auto_wrap_covers_every_objectives_blocks(config: str) -> None:
+    """The FSDP strategy's wrap policy names a block class of each model (REVE's attention and FFN,
+    CBraMod's criss-cross layers, LUNA's rotary blocks, the Mamba models' BiMamba blocks), and every
+    block of the model's repeated stack is one of them: none is left in the root unit."""
+    from eegfm.pretrain.config import load_pretrain_config
+    from eegfm.pretrain.train import FSDP_BLOCKS, build_strategy
+
+    cfg = load_pretrain_config(CONFIGS / config, ["trainer.strategy=fsdp"])
+    policy = set(build_strategy(cfg).kwargs["auto_wrap_policy"]._module_classes)  # torch's ModuleWrapPolicy
+    assert policy == FSDP_BLOCKS
+    with torch.device("meta"):
+        module = _module(config)
+    wrapped = [name for name, sub in module.named_modules() if type(sub) in policy]
+    stacks = [
+        name
+        for name, sub in module.named_modules()
+        if isinstance(sub, torch.nn.ModuleList) and name.endswith(("blocks", "layers", "mamba_blocks"))
+    ]
+    assert wrapped, config
+    for stack in stacks:
+        if "norm" in stack:
+            continue
+        children = [f"{stack}.{i}" for i in range(len(module.get_submodule(stack)))]
+        assert all(any(w == c or w.startswith(c + ".") for w in wrapped) for c in children), stack
