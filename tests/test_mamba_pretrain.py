@@ -220,3 +220,21 @@ def test_fsdp_auto_wrap_covers_every_objectives_blocks(config: str) -> None:
             continue
         children = [f"{stack}.{i}" for i in range(len(module.get_submodule(stack)))]
         assert all(any(w == c or w.startswith(c + ".") for w in wrapped) for c in children), stack
+
+
+@pytest.mark.parametrize(
+    ("config", "published", "line"),
+    [
+        ("femba_tiny.yaml", 7.8e6, "as published (22 × 1280 input; encoder alone)"),
+        ("femba_base.yaml", 47.7e6, "as published (22 × 1280 input; encoder + Mamba"),
+        ("lumamba.yaml", 4.6e6, "as published"),
+    ],
+)
+def test_params_of_the_published_sizes(config: str, published: float, line: str) -> None:
+    """`eegfm params` within 2 % of the published sizes, counted as published (models/femba.py,
+    models/lumamba.py say how); the run's own encoder is the last line."""
+    done = run([*CLI, "params", "--config", str(CONFIGS / config)])
+    lines = done.stdout.strip().splitlines()
+    assert lines[-1].startswith("encoder:")
+    (count,) = (int(text.split()[-1].replace(",", "")) for text in lines if text.startswith(line))
+    assert abs(count / published - 1) < 0.02, (config, count)
