@@ -222,6 +222,7 @@ def test_fsdp_auto_wrap_covers_every_objectives_blocks(config: str) -> None:
         assert all(any(w == c or w.startswith(c + ".") for w in wrapped) for c in children), stack
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("config", "published", "line"),
     [
