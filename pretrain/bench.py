@@ -150,6 +150,40 @@ def model_step(kind: str, size: str, device: str, batch: int, channels: int, ste
     return result
 
 
+def seed_model_rate(config: str, windows: int = 16, channels: int = 21, steps: int = 5) -> float:
+    """CPU training windows/s of a seed model's CPU config (cbramod_cpu, luna_cpu, femba_cpu, lumamba_cpu):
+    its objective's own loader transform (masks, targets) and training loss, AdamW, on random 10-s
+    windows (FEMBA: its data.channels, the others: `channels`)."""
+    from eegfm.pretrain.train import build_module
+
+    torch.manual_seed(0)
+    cfg = load_pretrain_config(CONFIG_DIR / "pretrain" / f"{config}.yaml")
+    module = build_module(cfg).train()
+    count = len(cfg.data.channels) or channels
+    batch = {
+        "eeg": torch.randn(windows, count, 2000).clamp(-15, 15),
+        "positions": torch.rand(windows, count, 3) * 0.2 - 0.1,
+        "keys": [str(i) for i in range(windows)],
+        "epoch": 0,
+        "index": 0,
+    }
+    transform = module.batch_transform()
+    batch = transform(batch, torch.Generator().manual_seed(0)) if transform else batch
+    optimizer = torch.optim.AdamW(module.parameters(), lr=1e-4)
+    module.log_step = lambda values: None  # no trainer attached: nothing to log to
+
+    def step() -> None:
+        module.training_step(batch, 0).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    step()
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return windows * steps / (time.perf_counter() - started)
+
+
 def tokenize_rate(shards: Path, size: str) -> float:
     """`eegfm tokenize`'s windows/s on one core, with a (fresh) tokenizer of `size` saved as a checkpoint."""
     import shutil
@@ -229,6 +263,9 @@ def main() -> None:
             f"model, {what} on the CPU (1 thread), 16 × 21-channel windows: "
             f"{cpu['windows_per_s']:.0f} windows/s, {cpu['tokens_per_s']:.0f} tokens/s"
         )
+    for config in ("cbramod_cpu", "luna_cpu", "femba_cpu", "lumamba_cpu"):
+        rate = seed_model_rate(config)
+        print(f"model, {config} on the CPU (1 thread), 16 × 10-s windows: {rate:.1f} windows/s")
     if not torch.cuda.is_available():
         print("GPU: none here; on a GPU machine this prints reve_base and labram_vqnsp bf16 tokens/s and MFU")
         return

@@ -43,6 +43,9 @@ class DataConfig:
     µV / scale_uv (CBraMod's fixed µV / 100), so amplitudes compare across recordings."""
     scale_uv: float = 100.0
     """Microvolts per model unit with normalise=scale (unused with zscore)."""
+    channels: list[str] = field(default_factory=list)
+    """Channels every window is cut to, in this order, by name ([]: all, any count). A window lacking
+    one is skipped and counted (skipped_windows), never padded: for fixed-montage models (FEMBA)."""
     seed: int = 0
     """Seed of the epoch plan (shuffles) and of the per-micro-batch masks."""
     shuffle_block: int = 128
@@ -78,6 +81,11 @@ class DataConfig:
         _check(self.num_workers >= 0, "data.num_workers", f"must be ≥ 0, got {self.num_workers}")
         _check(self.prefetch >= 1, "data.prefetch", f"must be ≥ 1, got {self.prefetch}")
         _check(bool(self.shards), "data.shards", "names no dataset")
+        _check(
+            len(set(self.channels)) == len(self.channels),
+            "data.channels",
+            f"names a channel twice: {list(self.channels)}",
+        )
 
     @property
     def scale(self) -> float | None:
@@ -89,6 +97,11 @@ class DataConfig:
         if self.normalise == "scale":
             return {"normalise": "scale", "scale_uv": self.scale_uv}
         return {"normalise": "zscore"}
+
+    def selection(self) -> dict[str, Any]:
+        """What the stream's fingerprint records of the channel selection (nothing without one, so the
+        fingerprints of runs saved before the setting existed stay equal)."""
+        return {"channels": list(self.channels)} if self.channels else {}
 
 
 @dataclass
@@ -402,12 +415,129 @@ class LunaRun(PretrainConfig):
         _check(self.model.size in SIZES, "model.size", f"{self.model.size!r} is not one of {sorted(SIZES)}")
 
 
+@dataclass
+class LumambaSettings:
+    mask_ratio: float = 0.5
+    """Share of each window's (channel, patch) cells hidden, an exact count (the authors' shipped 0.5)."""
+    unmasked_weight: float = 0.05
+    """Weight of the Smooth-L1 on the visible samples, beside the hidden ones' (the authors' 0.05)."""
+    query_loss_weight: float = 0.8
+    """Weight of the query-specialisation loss (the authors' 0.8)."""
+    lejepa_weight: float = 0.0
+    """Weight of the LeJEPA term (0: off; the authors use 0.05 when they turn it on)."""
+    lejepa_lambda: float = 0.002
+    """LeJEPA's λ: (1 − λ) · view prediction + λ · SIGReg (the authors' 0.002)."""
+    local_views: int = 4
+    """Local crops (4 patches each) per window, predicted from the global ones (LeJEPA only)."""
+    global_views: int = 2
+    """Global crops (16 patches each) per window, whose mean embedding is the target (LeJEPA only)."""
+    slices: int = 256
+    """Random directions SIGReg tests the local embeddings along, drawn each step (LeJEPA only)."""
+
+    def __post_init__(self) -> None:
+        _check(0 < self.mask_ratio < 1, "lumamba.mask_ratio", f"must be within (0, 1), got {self.mask_ratio}")
+        for name in ("unmasked_weight", "query_loss_weight", "lejepa_weight"):
+            _check(getattr(self, name) >= 0, f"lumamba.{name}", f"must be ≥ 0, got {getattr(self, name)}")
+        _check(
+            0 <= self.lejepa_lambda <= 1,
+            "lumamba.lejepa_lambda",
+            f"must be within [0, 1], got {self.lejepa_lambda}",
+        )
+        for name in ("local_views", "global_views", "slices"):
+            _check(getattr(self, name) >= 1, f"lumamba.{name}", f"must be ≥ 1, got {getattr(self, name)}")
+
+
+@dataclass
+class LumambaRun(PretrainConfig):
+    """LuMamba: LUNA's channel unification + bidirectional Mamba, masked reconstruction
+    (models/lumamba.py)."""
+
+    model: ModelSize = field(default_factory=lambda: ModelSize(size="lumamba_tiny"))
+    """The encoder's size (models/lumamba.py SIZES)."""
+    lumamba: LumambaSettings = field(default_factory=LumambaSettings)
+    """Masking, loss weights and the optional LeJEPA term."""
+
+    def __post_init__(self) -> None:
+        from eegfm.models.lumamba import SIZES
+
+        _check(self.model.size in SIZES, "model.size", f"{self.model.size!r} is not one of {sorted(SIZES)}")
+
+
+# FEMBA's default montage: the 18 channels of the 10-20 system that every TUEG montage (and the fixture's
+# 19- and 21-channel ones) has (all 19 but Pz), ordered so each 2-channel patch row holds neighbours along
+# the double-banana chains: (Fp1, F7), (T7, P7), (F3, C3), (P3, O1), then the right side, then (Fz, Cz).
+FEMBA_CHANNELS = [
+    *("Fp1", "F7", "T7", "P7", "F3", "C3", "P3", "O1"),
+    *("Fp2", "F8", "T8", "P8", "F4", "C4", "P4", "O2"),
+    *("Fz", "Cz"),
+]
+
+
+@dataclass
+class FembaSettings:
+    mask_ratio: float = 0.6
+    """Share of each window's 2 × 16 rectangles hidden, an exact count (the authors' masking_ratio)."""
+    lowpass: bool = True
+    """Reconstruct the low-passed window (the "physiologically aware" objective); false: the raw window."""
+    sfreq: float = 200.0
+    """The shards' sample rate in Hz (ingest's target_sfreq), which the low-pass filter is designed for."""
+    passband_hz: float = 40.0
+    """The low-pass target keeps frequencies below this (within 0.1 %)."""
+    stopband_hz: float = 50.0
+    """The low-pass target is ≥ 60 dB down above this (also removes mains residue)."""
+
+    def __post_init__(self) -> None:
+        _check(0 < self.mask_ratio < 1, "femba.mask_ratio", f"must be within (0, 1), got {self.mask_ratio}")
+        _check(self.sfreq > 0, "femba.sfreq", f"must be positive, got {self.sfreq}")
+        _check(
+            0 < self.passband_hz < self.stopband_hz <= self.sfreq / 2,
+            "femba.passband_hz",
+            f"needs 0 < passband_hz < stopband_hz <= sfreq/2, got {self.passband_hz}, {self.stopband_hz}, "
+            f"{self.sfreq / 2}",
+        )
+
+
+@dataclass
+class FembaRun(PretrainConfig):
+    """FEMBA: bidirectional Mamba over 2 × 16 patches of a fixed montage, masked reconstruction of the
+    low-passed window (models/femba.py)."""
+
+    model: ModelSize = field(
+        default_factory=lambda: ModelSize(size="femba_tiny", overrides={"n_times": 2000})
+    )
+    """The encoder's size (models/femba.py SIZES); n_times must be the shards' window (10 s at 200 Hz: 2000),
+    its channel count comes from data.channels."""
+    data: DataConfig = field(default_factory=lambda: DataConfig(channels=list(FEMBA_CHANNELS)))
+    """The shard stream; FEMBA reads every window cut to data.channels (an even count, in patch order)."""
+    femba: FembaSettings = field(default_factory=FembaSettings)
+    """Masking and the reconstruction target."""
+
+    def __post_init__(self) -> None:
+        from eegfm.models.femba import SIZES
+
+        _check(self.model.size in SIZES, "model.size", f"{self.model.size!r} is not one of {sorted(SIZES)}")
+        count = len(self.data.channels)
+        _check(
+            count > 0 and count % 2 == 0,
+            "data.channels",
+            f"FEMBA needs a fixed montage of an even number of named channels (its patches span 2), got "
+            f"{count}: list them in patch order",
+        )
+        _check(
+            "channels" not in self.model.overrides,
+            "model.overrides.channels",
+            "FEMBA's channel count is that of data.channels; list the channels there instead",
+        )
+
+
 SCHEMAS: dict[str, type[PretrainConfig]] = {
     "mae": MaeRun,
     "tokenizer": TokenizerRun,
     "mcm": McmRun,
     "cbramod": CbramodRun,
     "luna": LunaRun,
+    "lumamba": LumambaRun,
+    "femba": FembaRun,
 }
 
 

@@ -114,6 +114,7 @@ class ShardDataModule(pl.LightningDataModule):
             "shuffle_block": self.data.shuffle_block,
             "clip": self.data.clip,
             **self.data.normalisation(),
+            **self.data.selection(),
             "tokens": self.tokens,
         }
 
@@ -133,6 +134,7 @@ class ShardDataModule(pl.LightningDataModule):
             cache_dir=self.data.cache_dir,
             cache_limit_gb=self.data.cache_limit_gb,
             scale_uv=self.data.scale,
+            channels=self.data.channels,
         )
         workers = self.data.num_workers
         return DataLoader(

@@ -85,29 +85,32 @@ def npy_array(body: memoryview, where: str) -> np.ndarray:
         raise DataError(f"{where}: .npy member does not hold its shape {shape}: {e}") from None
 
 
+Stats = tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]  # mean, 1 / std, positions, channel names
+
+
 class RecordingStats:
-    """Per-recording (channel mean, 1 / channel std, positions) already checked, keyed by (scope, recording):
-    every window of a recording carries the same ones (ingest computes them over the whole recording), so
-    a stream parses a recording's JSON and positions once, not once per window — the JSON alone cost more
-    than the CRC-32 of the window. `scope` (the shard's folder) keeps two datasets' equal keys apart. The
-    bytes of every window are still checked against their CRC-32 before this is consulted. Bounded: the
-    oldest entries go first beyond `limit`."""
+    """Per-recording (channel mean, 1 / channel std, positions, channel names) already checked, keyed by
+    (scope, recording): every window of a recording carries the same ones (ingest computes them over the
+    whole recording), so a stream parses a recording's JSON and positions once, not once per window — the
+    JSON alone cost more than the CRC-32 of the window. `scope` (the shard's folder) keeps two datasets'
+    equal keys apart. The bytes of every window are still checked against their CRC-32 before this is
+    consulted. Bounded: the oldest entries go first beyond `limit`."""
 
     def __init__(self, limit: int = 4096):
         self.limit = limit
-        self.entries: dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self.entries: dict[tuple[str, str], Stats] = {}
 
-    def get(self, scope: str, recording: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    def get(self, scope: str, recording: str) -> Stats | None:
         return self.entries.get((scope, recording))
 
-    def put(self, scope: str, recording: str, value: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+    def put(self, scope: str, recording: str, value: Stats) -> None:
         if len(self.entries) >= self.limit:
             del self.entries[next(iter(self.entries))]
         self.entries[(scope, recording)] = value
 
 
-def _checked_stats(members: dict[str, memoryview], where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(mean, 1 / std, positions) of a sample, from its JSON and positions member, checked."""
+def _checked_stats(members: dict[str, memoryview], where: str) -> Stats:
+    """(mean, 1 / std, positions, channel names) of a sample, from its JSON and positions member, checked."""
     try:
         positions = npy_array(members[contract.POS_SUFFIX], where)
         meta = json.loads(bytes(members[contract.META_SUFFIX]))
@@ -124,7 +127,10 @@ def _checked_stats(members: dict[str, memoryview], where: str) -> tuple[np.ndarr
     usable = mean.shape == std.shape == (channels,) and bool(np.isfinite(mean).all() and (std > 0).all())
     if not usable or not np.isfinite(std).all():
         raise DataError(f"{where}: unusable channel statistics (non-finite, ≤ 0 or not one per channel)")
-    return mean, 1 / std, positions
+    # The names matter only where a run selects channels by name (`data.channels`), which checks them.
+    names = meta.get("channels")
+    usable_names = isinstance(names, list) and len(names) == channels
+    return mean, 1 / std, positions, tuple(str(name) for name in names) if usable_names else ()
 
 
 def decode_sample(
@@ -136,8 +142,22 @@ def decode_sample(
     scope: str = "",
     scale_uv: float | None = None,
 ) -> tuple[str, np.ndarray]:
-    """One sample's members → its key and positions (C×3); its EEG goes into `out` (C×T float32),
-    z-scored per channel (or, with `scale_uv`, divided by it: µV → model units) and clipped to ±clip.
+    """One sample's members → its key and positions (C×3); its EEG goes into `out` (`decode_window`)."""
+    return decode_window(blob, where, clip, out, stats, scope, scale_uv)[:2]
+
+
+def decode_window(
+    blob: bytes | bytearray,
+    where: str,
+    clip: float,
+    out: torch.Tensor,
+    stats: RecordingStats | None = None,
+    scope: str = "",
+    scale_uv: float | None = None,
+) -> tuple[str, np.ndarray, tuple[str, ...]]:
+    """One sample's members → its key, positions (C×3) and channel names (() where its metadata names
+    none); its EEG goes into `out` (C×T float32), z-scored per channel (or, with `scale_uv`, divided by
+    it: µV → model units) and clipped to ±clip.
 
     The z-score uses the whole recording's per-channel statistics that ingest stored (REVE's load-time
     normalisation); a sample without usable statistics is an error, not a silent guess. Arithmetic runs
@@ -158,7 +178,7 @@ def decode_sample(
         known = _checked_stats(members, where)
         if stats is not None:
             stats.put(scope, recording, known)
-    mean, inverse_std, positions = known
+    mean, inverse_std, positions, names = known
     try:
         eeg = npy_array(members[contract.EEG_SUFFIX], where)
     except KeyError as e:
@@ -176,7 +196,7 @@ def decode_sample(
     if not math.isfinite(float(out.sum())):
         raise DataError(f"{where}: non-finite EEG values")
     out.clamp_(-clip, clip)
-    return key, positions
+    return key, positions, names
 
 
 def token_member(blob: bytes, where: str) -> torch.Tensor:

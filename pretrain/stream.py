@@ -24,7 +24,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from eegfm.errors import DataError, EegfmError
 from eegfm.pretrain.config import DataConfig
-from eegfm.pretrain.decode import RecordingStats, check_crc, decode_sample, token_member
+from eegfm.pretrain.decode import RecordingStats, check_crc, decode_window, token_member
 from eegfm.pretrain.plan import (
     Assignment,
     BlockPlan,
@@ -50,6 +50,37 @@ def begins_step(batch: dict[str, Any]) -> bool:
 def completes_step(batch: dict[str, Any]) -> bool:
     """Whether the optimizer steps after this micro-batch: the one test every callback uses."""
     return bool(batch["step_end"])
+
+
+def select_channels(
+    batch: dict[str, Any], names: Sequence[tuple[str, ...]], wanted: Sequence[str], where: str
+) -> dict[str, Any]:
+    """The batch with exactly the `wanted` channels of each window, in that order (`data.channels`, for
+    models with a fixed montage such as FEMBA). A window lacking any of them is dropped, never padded, and
+    counted in `skipped_windows`; the batch may end up with no window. `names`: each window's channel
+    names; a window whose metadata names none is a `DataError` (`where` names the micro-batch)."""
+    keep, index = [], []
+    for i, window_names in enumerate(names):
+        if not window_names:
+            raise DataError(
+                f"{where}: sample {batch['keys'][i]} names no channels in its metadata, so "
+                "data.channels cannot select from it; re-ingest it with this version of eegfm"
+            )
+        lookup = {name: j for j, name in enumerate(window_names)}
+        if all(name in lookup for name in wanted):
+            keep.append(i)
+            index.append([lookup[name] for name in wanted])
+    rows = torch.tensor(keep, dtype=torch.long)[:, None]
+    columns = torch.tensor(index, dtype=torch.long).reshape(len(keep), len(wanted))
+    selected = {"codes": batch["codes"][rows, columns]} if "codes" in batch else {}
+    return {
+        **batch,
+        **selected,
+        "eeg": batch["eeg"][rows, columns],
+        "positions": batch["positions"][rows, columns],
+        "keys": [batch["keys"][i] for i in keep],
+        "skipped_windows": len(names) - len(keep),
+    }
 
 
 def raise_if_failed(batch: dict[str, Any]) -> None:
@@ -86,12 +117,15 @@ class ShardStream(IterableDataset):
         cache_limit_gb: float | None = DataConfig.cache_limit_gb,
         cache_lookahead: int = 2,
         scale_uv: float | None = None,
+        channels: Sequence[str] = (),
     ):
         """`scale_uv`: None z-scores each window with its recording's statistics (`data.normalise=zscore`);
-        a number divides µV by it instead (`data.normalise=scale`). Either is then clipped at ±clip."""
+        a number divides µV by it instead (`data.normalise=scale`). Either is then clipped at ±clip.
+        `channels`: if given, each window is cut to those channels in that order (`select_channels`)."""
         self.table, self.weights, self.seed, self.budget, self.clip = table, list(weights), seed, budget, clip
         self.start, self.rank, self.world, self.accumulation = start, rank, world, accumulation
         self.shuffle_block, self.transform, self.scale_uv = shuffle_block, transform, scale_uv
+        self.channels = tuple(channels)
         self._layout: TableLayout | None = None
         self._plans: dict[int, GlobalPlan | BlockPlan] = {}
         self.cache_dir, self.cache_limit_gb, self.cache_lookahead = cache_dir, cache_limit_gb, cache_lookahead
@@ -209,7 +243,7 @@ class ShardStream(IterableDataset):
             blobs = _read_cached(cache, table.shard[rows], starts, table.size[rows], table.crc[rows], where)
         eeg = torch.empty((len(rows), int(table.channels[rows[0]]), int(table.times[rows[0]])))
         decoded = [
-            decode_sample(
+            decode_window(
                 blob,
                 f"{url} @ byte {start}",
                 self.clip,
@@ -232,6 +266,9 @@ class ShardStream(IterableDataset):
         }
         if table.token_urls is not None:
             batch["codes"] = self._read_codes(rows, cache)
+        if self.channels:
+            where = f"micro-batch {assignment.index} of epoch {assignment.epoch}"
+            batch = select_channels(batch, [d[2] for d in decoded], self.channels, where)
         if self.transform is not None:
             batch = self.transform(batch, batch_generator(self.seed, assignment.epoch, assignment.index))
         return batch

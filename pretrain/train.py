@@ -35,7 +35,10 @@ from omegaconf import OmegaConf
 
 from eegfm.config import load_config
 from eegfm.errors import ConfigError
+from eegfm.models.cbramod import CrissCrossLayer
 from eegfm.models.layers import Attention, FeedForward
+from eegfm.models.luna import RotaryBlock
+from eegfm.models.mamba import BiMamba
 from eegfm.pretrain.callbacks.codebook_health import CodebookHealth
 from eegfm.pretrain.callbacks.nonfinite_guard import NonFiniteGuard
 from eegfm.pretrain.callbacks.rng_state import RngState
@@ -48,7 +51,9 @@ from eegfm.pretrain.cbramod import CbramodPretraining
 from eegfm.pretrain.checkpoints import AtomicCheckpointIO, resolve_resume, step_of
 from eegfm.pretrain.config import PretrainConfig, load_pretrain_config, pretrain_config
 from eegfm.pretrain.datamodule import ShardDataModule
+from eegfm.pretrain.femba import FembaPretraining
 from eegfm.pretrain.inloop_probe import probe_callback
+from eegfm.pretrain.lumamba import LumambaPretraining
 from eegfm.pretrain.luna import LunaPretraining
 from eegfm.pretrain.mae import MaePretraining
 from eegfm.pretrain.mcm import McmPretraining
@@ -63,6 +68,8 @@ OBJECTIVES = {
     "mcm": McmPretraining,
     "cbramod": CbramodPretraining,
     "luna": LunaPretraining,
+    "lumamba": LumambaPretraining,
+    "femba": FembaPretraining,
 }
 
 
@@ -124,6 +131,18 @@ class FsdpStrategy(FSDPStrategy):
         )
 
 
+# FSDP's units: each transformer or Mamba block of every objective's model is sharded (and gathered) on
+# its own, so a rank holds one block's full parameters at a time, not the whole model's.
+FSDP_BLOCKS: set[type[torch.nn.Module]] = {
+    Attention,  # REVE, LaBraM
+    FeedForward,
+    CrissCrossLayer,  # CBraMod
+    RotaryBlock,  # LUNA
+    torch.nn.TransformerEncoderLayer,  # LUNA's and LuMamba's channel unification
+    BiMamba,  # FEMBA, LuMamba
+}
+
+
 def build_strategy(cfg: PretrainConfig) -> Strategy:
     name = cfg.trainer.strategy
     if name == "ddp":
@@ -135,7 +154,7 @@ def build_strategy(cfg: PretrainConfig) -> Strategy:
         # Original parameters stay visible (use_orig_params), so the optimizer's weight-decay groups are
         # chosen by name even though FSDP flattens them.
         return FsdpStrategy(
-            auto_wrap_policy={Attention, FeedForward},
+            auto_wrap_policy=FSDP_BLOCKS,
             sharding_strategy=cfg.trainer.fsdp_sharding,
             state_dict_type="full",
             use_orig_params=True,

@@ -35,8 +35,14 @@ from eegfm.errors import DataError
 from eegfm.pretrain.callbacks.throughput import Throughput
 from eegfm.pretrain.config import EvalConfig, PretrainConfig
 from eegfm.pretrain.datamodule import dataset_specs
-from eegfm.pretrain.decode import check_crc, decode_sample
-from eegfm.pretrain.stream import BatchTransform, batch_generator, completes_step, read_ranges
+from eegfm.pretrain.decode import check_crc, decode_window
+from eegfm.pretrain.stream import (
+    BatchTransform,
+    batch_generator,
+    completes_step,
+    read_ranges,
+    select_channels,
+)
 from eegfm.pretrain.table import DatasetSpec, ShardTable, load_table, manifest_url, sample_key
 from eegfm.storage import read_json
 
@@ -61,6 +67,8 @@ class ValSet:
     """data.normalise as in training: None z-scores, a number divides µV by it."""
     split: str
     """The split's name, for messages."""
+    channels: tuple[str, ...] = ()
+    """data.channels as in training: each window cut to these channels (windows lacking one dropped)."""
 
     @property
     def windows(self) -> int:
@@ -85,7 +93,7 @@ class ValSet:
             check_crc(blob, table.crc[row], partial(_location, table, row))
         eeg = torch.empty((len(rows), int(table.channels[rows[0]]), int(table.times[rows[0]])))
         decoded = [
-            decode_sample(blob, f"{url} @ byte {start}", self.clip, out, scale_uv=self.scale_uv)
+            decode_window(blob, f"{url} @ byte {start}", self.clip, out, scale_uv=self.scale_uv)
             for blob, url, start, out in zip(blobs, urls, starts.tolist(), eeg, strict=True)
         ]
         batch = {
@@ -94,6 +102,8 @@ class ValSet:
             "keys": [d[0] for d in decoded],
             "generator": batch_generator(self.seed, 0, index, stream=VALIDATION_STREAM + 1),
         }
+        if self.channels:
+            batch = select_channels(batch, [d[2] for d in decoded], self.channels, f"val batch {index}")
         if transform is not None:
             batch = transform(batch, batch_generator(self.seed, 0, index, stream=VALIDATION_STREAM))
         return batch
@@ -146,7 +156,9 @@ def load_val_set(cfg: PretrainConfig) -> ValSet:
     table = load_table([DatasetSpec(url) for url in urls], split)
     rows = choose_rows(len(table), cfg.eval.val_windows, cfg.eval.seed)
     batches = shape_batches(table, rows, cfg.data.channel_budget)
-    return ValSet(table, batches, cfg.eval.seed, cfg.data.clip, cfg.data.scale, split)
+    return ValSet(
+        table, batches, cfg.eval.seed, cfg.data.clip, cfg.data.scale, split, tuple(cfg.data.channels)
+    )
 
 
 Forward = Callable[[dict[str, Any]], dict[str, torch.Tensor]]
