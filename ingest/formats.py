@@ -73,3 +73,14 @@ from eegfm.ingest.formats_mne import open_with_mne  # noqa: E402 - registered af
 register("brainvision", (".vhdr",), open_with_mne("brainvision"))
 register("eeglab", (".set",), open_with_mne("eeglab"))
 register("fif", (".fif", ".fif.gz"), open_with_mne("fif"))
+
+
+@contextlib.contextmanager
+def _open_gdf(source: SourceFile, _recipe: Recipe) -> Iterator[RecordingReader]:
+    from eegfm.ingest.gdf import GdfRecording
+
+    with fsspec.open(source.url, "rb") as f:
+        yield GdfRecording(f, source.size)
+
+
+register("gdf", (".gdf",), _open_gdf)  # our own reader: MNE misreads GDF units (ingest/gdf.py)

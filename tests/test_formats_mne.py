@@ -17,7 +17,7 @@ import pytest
 from shardcheck import check_contract, read_shard
 
 from eegfm.ingest.channel_plan import plan_channels
-from eegfm.ingest.format_fixtures import FIXTURE_EEG, write_eeglab, write_fixture
+from eegfm.ingest.format_fixtures import FIXTURE_EEG, fixture_signals, write_eeglab, write_fixture, write_gdf
 from eegfm.ingest.formats import format_of, open_recording
 from eegfm.ingest.positions import montage_positions
 from eegfm.ingest.recipe import Recipe, discover, load_recipe
@@ -159,7 +159,6 @@ def test_damaged_files_are_one_skip_or_note_each(tmp_path: Path) -> None:
 
 
 def test_eeglab_boundaries_split_the_recording(tmp_path: Path) -> None:
-    from eegfm.ingest.format_fixtures import fixture_signals
 
     data, names, kinds = fixture_signals(250.0, 30.0)
     write_eeglab(tmp_path / "cut.set", data, 250.0, names, kinds, separate_fdt=True, boundaries_s=[12.0])
@@ -210,3 +209,66 @@ def test_remote_brainvision_is_copied_with_its_sidecars_and_removed(s3_env, tmp_
     with open_recording(local_source, local_recipe) as reader:
         np.testing.assert_array_equal(reader.read(plan.signals, plan.scales, 0, 5000), remote)
     shutil.rmtree(tmp_path / "local")
+
+
+# -- GDF: our own reader (ingest/gdf.py), checked against MNE's independent one ------------------------
+
+
+@pytest.mark.parametrize("sample_type", ["int16", "float32"])
+def test_gdf_reads_what_mne_reads(sample_type: str, tmp_path: Path) -> None:
+    data, names, _ = fixture_signals(250.0, 12.0)
+    path = write_gdf(
+        tmp_path / "rec.gdf", data, 250.0, names, sample_type=sample_type, events=[(100, 769), (1200, 770)]
+    )
+    recipe = recipe_for(tmp_path, "*.gdf", tmp_path)
+    (source,) = discover(recipe)
+    with open_recording(source, recipe) as reader:
+        assert [s.unit for s in reader.signals] == ["uV"] * len(names)
+        plan = plan_channels(reader.signals, recipe)
+        whole = reader.read(plan.signals, plan.scales, 0, 3000)
+        chunks = np.vstack(
+            [reader.read(plan.signals, plan.scales, a, min(a + 333, 3000)) for a in range(0, 3000, 333)]
+        )
+    np.testing.assert_array_equal(chunks, whole)
+    mne_names, theirs = mne_microvolts(path)
+    picks = [mne_names.index(s.label) for s in plan.signals]
+    np.testing.assert_allclose(whole.T, theirs[picks], rtol=1e-5, atol=1e-3)
+    step = 0.01 if sample_type == "int16" else 1e-4  # int16: half a digital step of a ±300 µV range
+    np.testing.assert_allclose(whole.T, data[: len(FIXTURE_EEG)], atol=step)
+
+
+@pytest.mark.parametrize(("unit", "factor"), [("mV", 1e-3), ("nV", 1e3), ("V", 1e-6), ("", 1.0)])
+def test_gdf_units_come_out_in_microvolts(unit: str, factor: float, tmp_path: Path) -> None:
+    """MNE 1.13 reads the nV file 10⁹ and the unit-less one 10⁶ too large; here each is the µV written
+    (the unit-less one by channel_plan's heuristic on its physical range)."""
+    data, _, _ = fixture_signals(250.0, 4.0)
+    eeg = data[: len(FIXTURE_EEG)]
+    write_gdf(tmp_path / "rec.gdf", eeg * factor, 250.0, FIXTURE_EEG, unit=unit, sample_type="float32")
+    recipe = recipe_for(tmp_path, "*.gdf", tmp_path)
+    (source,) = discover(recipe)
+    with open_recording(source, recipe) as reader:
+        plan = plan_channels(reader.signals, recipe)
+        ours = reader.read(plan.signals, plan.scales, 0, 1000)
+    assert len(plan.signals) == len(FIXTURE_EEG), plan.dropped
+    np.testing.assert_allclose(ours.T, eeg, rtol=1e-5, atol=1e-3)
+
+
+def test_gdf_ingest_to_shards_and_its_damage(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    write_fixture("gdf", corpus, "whole", duration_s=30.0)
+    short = write_fixture("gdf", corpus, "short", duration_s=30.0)[0]
+    short.write_bytes(short.read_bytes()[: -16 * 2 * 250 * 5 - 7])  # 5 records and a bit cut off
+    (corpus / "old.gdf").write_bytes(b"GDF 1.25" + bytes(400))
+    recipe = recipe_for(corpus, "*.gdf", tmp_path)
+    manifest = run_shards(recipe, str(tmp_path / "out"), progress=False)
+    files = {f["path"]: f for f in manifest["files"]}
+    whole = files["whole.gdf"]
+    assert whole["status"] == "written" and whole["samples"] == 3 and whole["channels"] == list(FIXTURE_EEG)
+    assert whole["dropped_channels"] == {
+        "VEOG": "non-EEG: EOG",
+        "BIP1": "no position in montage standard_1005",  # GDF stores no channel types: labels tell
+        "STI 014": "non-EEG: stim/status/marker",
+    }
+    assert files["short.gdf"]["samples"] == 2
+    assert "truncated: header says 30 records, file holds 24 complete ones" in files["short.gdf"]["notes"]
+    assert files["old.gdf"]["reason"] == "unreadable: GDF 1.x (GDF 1.25) is not read: only GDF 2.x"
