@@ -240,3 +240,22 @@ def write_fixture(
     if fmt == "gdf":
         return write_gdf(folder / f"{stem}.gdf", data, sfreq, names), data, names
     raise ValueError(f"unknown fixture format {fmt!r}; one of {', '.join(FORMATS)}")
+
+
+def write_long_brainvision(folder: Path, stem: str, duration_s: float, sfreq: float = 250.0) -> Path:
+    """A long BrainVision recording made cheaply: one minute by pybv, its .eeg repeated (memory tests).
+
+    The .eeg of a multiplexed float32 recording is whole sample frames, so repeating it is a longer
+    recording of the same channels; MNE takes the length from the .eeg's size.
+    """
+    piece_s = 60.0
+    vhdr = write_fixture("brainvision", folder, stem, duration_s=piece_s, sfreq=sfreq)[0]
+    eeg = vhdr.with_suffix(".eeg")
+    piece = eeg.read_bytes()
+    repeats, rest = divmod(round(duration_s * sfreq), round(piece_s * sfreq))
+    frame = len(piece) // round(piece_s * sfreq)
+    with open(eeg, "wb") as f:
+        for _ in range(repeats):
+            f.write(piece)
+        f.write(piece[: rest * frame])
+    return vhdr
