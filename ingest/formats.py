@@ -65,3 +65,22 @@ def format_of(path: str, declared: str = "auto") -> str:
 def open_recording(source: SourceFile, recipe: Recipe) -> AbstractContextManager[RecordingReader]:
     """Open one source file with the reader its format needs (raises `ReadError` when none can)."""
     return _READERS[format_of(source.path, recipe.format)](source, recipe)
+
+
+# Formats read through MNE's lazy readers (ingest/formats_mne.py).
+from eegfm.ingest.formats_mne import open_with_mne  # noqa: E402 - registered after the EDF readers
+
+register("brainvision", (".vhdr",), open_with_mne("brainvision"))
+register("eeglab", (".set",), open_with_mne("eeglab"))
+register("fif", (".fif", ".fif.gz"), open_with_mne("fif"))
+
+
+@contextlib.contextmanager
+def _open_gdf(source: SourceFile, _recipe: Recipe) -> Iterator[RecordingReader]:
+    from eegfm.ingest.gdf import GdfRecording
+
+    with fsspec.open(source.url, "rb") as f:
+        yield GdfRecording(f, source.size)
+
+
+register("gdf", (".gdf",), _open_gdf)  # our own reader: MNE misreads GDF units (ingest/gdf.py)
