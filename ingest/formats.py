@@ -65,3 +65,9 @@ def format_of(path: str, declared: str = "auto") -> str:
 def open_recording(source: SourceFile, recipe: Recipe) -> AbstractContextManager[RecordingReader]:
     """Open one source file with the reader its format needs (raises `ReadError` when none can)."""
     return _READERS[format_of(source.path, recipe.format)](source, recipe)
+
+
+# Readers in their own modules, registered at the end (they import nothing from here).
+from eegfm.ingest.formats_wfdb import open_wfdb  # noqa: E402
+
+register("wfdb", (".hea",), open_wfdb)

@@ -1,0 +1,140 @@
+"""The WFDB, MATLAB and Neuroscan CNT readers: each against an independent reader of the same file, chunked
+reads against one whole read, and through the whole ingest to shards (damaged files: one manifest skip)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from shardcheck import check_contract
+
+from eegfm.ingest.fixtures import simulate_eeg
+from eegfm.ingest.format_fixtures_other import ICARE_CHANNELS, write_wfdb
+from eegfm.ingest.formats import format_of, open_recording
+from eegfm.ingest.recipe import Recipe, SourceFile, load_recipe
+from eegfm.ingest.run import run_shards
+from eegfm.ingest.signals import RecordingReader
+
+pytestmark = pytest.mark.filterwarnings("ignore:The inplace keyword:Warning:wfdb.io._header")
+
+
+def _recipe(root: Path, fmt: str, include: str, **extra: Any) -> Recipe:
+    return Recipe(
+        name="fmt",
+        root=str(root),
+        positions="standard_1005",
+        reference="ar",
+        mains_hz=50,
+        splits={"train": 1.0},
+        include=(include,),
+        path_regex=r"^(?P<subject>[^/.]+)",
+        format=fmt,
+        **extra,
+    )
+
+
+def _source(path: Path) -> SourceFile:
+    return SourceFile(str(path.name), str(path), path.stat().st_size, "s", "", "r", "ar", "train")
+
+
+def _whole(reader: RecordingReader, indices: list[int] | None = None) -> np.ndarray:
+    signals = [reader.signals[i] for i in (indices if indices is not None else range(len(reader.signals)))]
+    first, stop, _ = reader.segments(signals[0].sfreq)[0]
+    return reader.read(signals, np.ones(len(signals)), first, stop)
+
+
+def _check_ranges(reader: RecordingReader, indices: list[int]) -> None:
+    """Any sample range of any channel subset (in any order) is the whole read's cut."""
+    whole = _whole(reader)
+    signals = [reader.signals[i] for i in indices]
+    n = len(whole)
+    for start, stop in [(0, 1), (3, 517), (n // 3, n // 3 + 999), (n - 7, n), (0, n)]:
+        part = reader.read(signals, np.ones(len(signals)), start, stop)
+        assert part.dtype == np.float32 and part.shape == (stop - start, len(signals))
+        np.testing.assert_array_equal(part, whole[start:stop][:, indices])
+    scaled = reader.read(signals[:1], np.array([1e3]), 10, 20)  # the scale multiplies
+    np.testing.assert_allclose(scaled[:, 0], whole[10:20, indices[0]] * 1e3, rtol=1e-6)
+
+
+def _ingest(tmp_path: Path, root: Path, fmt: str, include: str, **extra: Any) -> dict[str, dict]:
+    """`run_shards` with a recipe YAML whose `format:` is set; the manifest's files by path."""
+    recipe_yaml = tmp_path / "recipe.yaml"
+    fields = {
+        "name": "fmt",
+        "root": str(root),
+        "positions": "standard_1005",
+        "reference": "ar",
+        "mains_hz": 50,
+        "splits": {"train": 1.0},
+        "include": [include],
+        "path_regex": r"^(?P<subject>[^/.]+)",
+        "format": fmt,
+        **extra,
+    }
+    recipe_yaml.write_text(yaml.safe_dump(fields))
+    out = tmp_path / "shards"
+    run_shards(load_recipe(str(recipe_yaml)), str(out), shard_bytes=512 * 1024, progress=False)
+    manifest = check_contract(out)
+    return {f["path"]: f for f in manifest["files"]}
+
+
+def _eeg(names: tuple[str, ...] | list[str], sfreq: float, duration_s: float, seed: int = 0) -> np.ndarray:
+    return simulate_eeg(list(names), sfreq, duration_s, mains_hz=50, rng=np.random.default_rng(seed))
+
+
+# --- WFDB ------------------------------------------------------------------------------------------------
+
+
+def _icare(
+    folder: Path, record: str = "0284_001_004_EEG", duration_s: float = 31.0
+) -> tuple[Path, np.ndarray]:
+    """An I-CARE-like record: 19 EEG channels in µV at 500 Hz and an ECG in mV."""
+    eeg = _eeg(ICARE_CHANNELS, 500.0, duration_s)
+    ecg = np.sin(np.arange(eeg.shape[1]) / 500.0 * 2 * np.pi * 1.2)[None] * 1.5  # mV
+    data = np.concatenate([eeg, ecg])
+    units = ["uV"] * len(ICARE_CHANNELS) + ["mV"]
+    return write_wfdb(folder, record, data, [*ICARE_CHANNELS, "ECG"], 500.0, units), data
+
+
+def test_wfdb_reads_what_wfdb_reads_in_any_range(tmp_path: Path) -> None:
+    import wfdb
+
+    header, written = _icare(tmp_path)
+    assert format_of(header.name) == "wfdb"
+    with open_recording(_source(header), _recipe(tmp_path, "auto", "*.hea")) as reader:
+        assert [s.label for s in reader.signals] == [*ICARE_CHANNELS, "ECG"]
+        assert [s.unit for s in reader.signals][-2:] == ["uV", "mV"] and reader.signals[0].sfreq == 500.0
+        assert reader.duration_s == 31.0
+        whole = _whole(reader)
+        theirs = wfdb.rdrecord(str(header.with_suffix("")), physical=True).p_signal
+        np.testing.assert_allclose(whole, theirs, rtol=1e-6, atol=1e-6)
+        # and what was written, to within the 16-bit quantisation (a unit slip would be ×1000)
+        step = np.abs(written).max(axis=1) / 30000.0
+        assert (np.abs(whole - written.T) <= step + 1e-9).all()
+        _check_ranges(reader, [19, 0, 7])
+
+
+def test_wfdb_ingest_writes_shards_and_skips_damaged_records(tmp_path: Path) -> None:
+    root = tmp_path / "icare"
+    _icare(root, "0284_001_004_EEG")
+    _icare(root, "0285_001_004_EEG")
+    _icare(root, "0286_001_004_EEG")
+    dat = root / "0285_001_004_EEG.dat"
+    os.truncate(dat, dat.stat().st_size // 2)
+    (root / "0286_001_004_EEG.dat").unlink()
+    files = _ingest(tmp_path, root, "wfdb", "*.hea")
+    good = files["0284_001_004_EEG.hea"]
+    assert good["status"] == "written" and good["samples"] == 3  # 31 s: three 10 s windows
+    assert len(good["channels"]) == 19 and {"T7", "P8", "Cz"} <= set(good["channels"])  # T3 → T7, T6 → P8
+    assert "ECG" in good["dropped_channels"] and good["orig_sfreq"] == 500.0
+    # Without the size check, wfdb fails at its first read ("Samples were not loaded correctly").
+    assert files["0285_001_004_EEG.hea"]["reason"] == (
+        "unreadable: truncated: 0285_001_004_EEG.dat holds 7750 of the header's 15500 samples per signal"
+    )
+    assert files["0286_001_004_EEG.hea"]["reason"] == (
+        "unreadable: missing file 0286_001_004_EEG.dat (the header names it; expected beside the header)"
+    )
