@@ -19,6 +19,14 @@ ICARE_CHANNELS = (
     "T5", "T6", "P3", "P4", "O1", "O2", "Fz", "Cz", "Pz",
 )  # fmt: skip
 
+# SEED's 62 electrodes as its .cnt files label them (upper case; CB1/CB2 are cerebellar sites, no 10-05 name).
+SEED_CHANNELS = (
+    "FP1", "FPZ", "FP2", "AF3", "AF4", "F7", "F5", "F3", "F1", "FZ", "F2", "F4", "F6", "F8", "FT7", "FC5",
+    "FC3", "FC1", "FCZ", "FC2", "FC4", "FC6", "FT8", "T7", "C5", "C3", "C1", "CZ", "C2", "C4", "C6", "T8",
+    "TP7", "CP5", "CP3", "CP1", "CPZ", "CP2", "CP4", "CP6", "TP8", "P7", "P5", "P3", "P1", "PZ", "P2", "P4",
+    "P6", "P8", "PO7", "PO5", "PO3", "POZ", "PO4", "PO6", "PO8", "CB1", "O1", "OZ", "O2", "CB2",
+)  # fmt: skip
+
 
 def write_wfdb(
     folder: Path,
@@ -48,3 +56,68 @@ def write_wfdb(
         write_dir=str(folder),
     )
     return folder / f"{record}.hea"
+
+
+# Neuroscan CNT 4.x ("SETUP" header, then one "ELECTLOC" record per channel, then the samples multiplexed,
+# then the event table). Byte offsets of the fields written (the published SETUP/ELECTLOC structures).
+CNT_SETUP_BYTES = 900
+CNT_ELECTRODE_BYTES = 75
+_CNT_N_CHANNELS, _CNT_RATE, _CNT_N_SAMPLES, _CNT_EVENT_TABLE = 370, 376, 864, 886
+_CNT_CONTINUOUS_SECONDS, _CNT_CHANNEL_OFFSET = 890, 894
+# Within an ELECTLOC record: label[10], bad flag, x/y screen position, baseline, sensitivity, calibration.
+_EL_LABEL, _EL_BAD, _EL_XY, _EL_BASELINE, _EL_SENSITIVITY, _EL_CALIB = 0, 14, 19, 47, 59, 71
+
+
+def write_cnt(
+    path: Path,
+    data_uv: np.ndarray,
+    labels: Sequence[str],
+    sfreq: int,
+    *,
+    sample_bytes: int = 4,
+    bad: Sequence[str] = (),
+) -> np.ndarray:
+    """A Neuroscan CNT file of `data_uv` (C×T, µV) with int16 or int32 samples (`sample_bytes` 2 or 4).
+
+    Neuroscan's scaling: µV = (sample − baseline) × sensitivity × calib / 204.8, so each channel's
+    sensitivity is chosen for a step of max|x| / 30000 (int16) or 0.001 µV (int32), calib 1, baseline 0.
+    Returns the µV the file holds after quantisation (what a correct reader gives back).
+    """
+    n_channels, n_samples = data_uv.shape
+    if sample_bytes == 2:
+        step = (np.maximum(np.abs(data_uv).max(axis=1), 1e-3) / 30000.0).astype(np.float32)
+    else:
+        step = np.full(n_channels, 0.001, dtype=np.float32)
+    sensitivity = (step.astype(np.float64) * 204.8).astype(np.float32)
+    digital = np.round(data_uv / (sensitivity[:, None].astype(np.float64) / 204.8))
+    dtype = "<i2" if sample_bytes == 2 else "<i4"
+    setup = bytearray(CNT_SETUP_BYTES)
+    setup[0:12] = b"Version 3.0\x00"
+    setup[205:225] = b"fixture".ljust(20, b"\x00")
+    setup[225:235] = b"01/02/20\x00\x00"
+    setup[235:247] = b"12:00:00\x00\x00\x00\x00"
+    setup[_CNT_N_CHANNELS : _CNT_N_CHANNELS + 2] = np.uint16(n_channels).tobytes()
+    setup[_CNT_RATE : _CNT_RATE + 2] = np.uint16(sfreq).tobytes()
+    setup[_CNT_N_SAMPLES : _CNT_N_SAMPLES + 4] = np.int32(n_samples).tobytes()
+    data_start = CNT_SETUP_BYTES + CNT_ELECTRODE_BYTES * n_channels
+    event_table = data_start + n_samples * n_channels * sample_bytes
+    setup[_CNT_EVENT_TABLE : _CNT_EVENT_TABLE + 4] = np.int32(event_table).tobytes()
+    setup[_CNT_CONTINUOUS_SECONDS : _CNT_CONTINUOUS_SECONDS + 4] = np.float32(n_samples / sfreq).tobytes()
+    setup[_CNT_CHANNEL_OFFSET : _CNT_CHANNEL_OFFSET + 4] = np.int32(sample_bytes).tobytes()  # 1 sample/block
+    electrodes = bytearray()
+    for i, label in enumerate(labels):
+        record = bytearray(CNT_ELECTRODE_BYTES)
+        record[_EL_LABEL : _EL_LABEL + 10] = label.encode("ascii")[:9].ljust(10, b"\x00")
+        record[_EL_BAD] = 1 if label in bad else 0
+        record[_EL_XY : _EL_XY + 8] = np.array([i * 10.0, 50.0], dtype="<f4").tobytes()
+        record[_EL_BASELINE : _EL_BASELINE + 2] = np.int16(0).tobytes()
+        record[_EL_SENSITIVITY : _EL_SENSITIVITY + 4] = np.float32(sensitivity[i]).tobytes()
+        record[_EL_CALIB : _EL_CALIB + 4] = np.float32(1.0).tobytes()
+        electrodes += record
+    # The event table: TEEG (event type 2, total length 0, offset 0), no events.
+    teeg = np.uint8(2).tobytes() + np.int32(0).tobytes() + np.int32(0).tobytes()
+    with path.open("wb") as f:
+        f.write(bytes(setup) + bytes(electrodes))
+        f.write(np.ascontiguousarray(digital.T).astype(dtype).tobytes())  # sample-multiplexed
+        f.write(teeg)
+    return digital * (sensitivity[:, None].astype(np.float64) / 204.8)

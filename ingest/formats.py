@@ -71,3 +71,6 @@ def open_recording(source: SourceFile, recipe: Recipe) -> AbstractContextManager
 from eegfm.ingest.formats_wfdb import open_wfdb  # noqa: E402
 
 register("wfdb", (".hea",), open_wfdb)
+from eegfm.ingest.formats_cnt import open_cnt  # noqa: E402
+
+register("cnt", (".cnt",), open_cnt)

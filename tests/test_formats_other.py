@@ -13,7 +13,7 @@ import yaml
 from shardcheck import check_contract
 
 from eegfm.ingest.fixtures import simulate_eeg
-from eegfm.ingest.format_fixtures_other import ICARE_CHANNELS, write_wfdb
+from eegfm.ingest.format_fixtures_other import ICARE_CHANNELS, SEED_CHANNELS, write_cnt, write_wfdb
 from eegfm.ingest.formats import format_of, open_recording
 from eegfm.ingest.recipe import Recipe, SourceFile, load_recipe
 from eegfm.ingest.run import run_shards
@@ -137,4 +137,52 @@ def test_wfdb_ingest_writes_shards_and_skips_damaged_records(tmp_path: Path) -> 
     )
     assert files["0286_001_004_EEG.hea"]["reason"] == (
         "unreadable: missing file 0286_001_004_EEG.dat (the header names it; expected beside the header)"
+    )
+
+
+# --- Neuroscan CNT -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sample_bytes", [2, 4])
+def test_cnt_reads_what_mne_reads_in_any_range(tmp_path: Path, sample_bytes: int) -> None:
+    import mne
+
+    labels = ["FP1", "FPZ", "CB1", "HEOG-L", "O1"]
+    path = tmp_path / "sub1.cnt"
+    held = write_cnt(path, _eeg(labels, 250.0, 12.0), labels, 250, sample_bytes=sample_bytes, bad=["CB1"])
+    assert format_of(path.name) == "cnt"
+    with open_recording(_source(path), _recipe(tmp_path, "auto", "*.cnt")) as reader:
+        assert [s.label for s in reader.signals] == labels and reader.duration_s == 12.0
+        # The header's bad flag (byte 14) only: MNE's default header="auto" also calls HEOG-L bad (byte 4 of
+        # its label is non-zero), which header="new" does not.
+        assert [s.bad != "" for s in reader.signals] == [False, False, True, False, False]
+        auto = mne.io.read_raw_cnt(path, preload=False, verbose="error")
+        assert auto.info["bads"] == ["CB1", "HEOG-L"]
+        whole = _whole(reader) * 1e6  # volts → µV
+        np.testing.assert_allclose(whole, held.T, rtol=1e-5, atol=1e-4)  # the µV the writer put in
+        np.testing.assert_allclose(whole, auto.get_data().T * 1e6, rtol=1e-5, atol=1e-4)
+        _check_ranges(reader, [4, 0, 2])
+
+
+def test_cnt_ingest_writes_shards_and_skips_a_truncated_file(tmp_path: Path) -> None:
+    import mne
+
+    root = tmp_path / "seed"
+    root.mkdir()
+    data = _eeg(SEED_CHANNELS, 1000.0, 21.0)
+    write_cnt(root / "1_1.cnt", data, SEED_CHANNELS, 1000)
+    write_cnt(root / "2_1.cnt", data[:, :5000], SEED_CHANNELS, 1000)
+    truncated = root / "2_1.cnt"
+    os.truncate(truncated, truncated.stat().st_size - 1000)
+    with pytest.raises(RuntimeError, match="cannot automatically compute data format"):
+        mne.io.read_raw_cnt(truncated, verbose="error")  # MNE alone does not say the file is cut short
+    files = _ingest(tmp_path, root, "cnt", "*.cnt")
+    good = files["1_1.cnt"]
+    assert good["status"] == "written" and good["samples"] == 2 and good["orig_sfreq"] == 1000.0
+    assert len(good["channels"]) == 60 and good["channels"][:3] == ["Fp1", "Fpz", "Fp2"]
+    assert set(good["dropped_channels"]) == {"CB1", "CB2"}
+    size = truncated.stat().st_size
+    table = size + 1000 - 9  # the 9-byte event table header was the last thing written
+    assert files["2_1.cnt"]["reason"] == (
+        f"unreadable: truncated: the header puts the event table at byte {table}, the file has {size} bytes"
     )
