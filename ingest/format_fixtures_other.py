@@ -121,3 +121,63 @@ def write_cnt(
         f.write(np.ascontiguousarray(digital.T).astype(dtype).tobytes())  # sample-multiplexed
         f.write(teeg)
     return digital * (sensitivity[:, None].astype(np.float64) / 204.8)
+
+
+def write_mat_v5(path: Path, variables: dict[str, object]) -> None:
+    """A MATLAB v5 file by `scipy.io.savemat` (compressed, as MATLAB's default `save`): arrays as given
+    (MATLAB's view), dicts as structs, lists of strings as cell arrays."""
+    import scipy.io
+
+    def matlab(value: object) -> object:
+        if isinstance(value, dict):
+            return {k: matlab(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            cell = np.empty((1, len(value)), dtype=object)
+            cell[0, :] = list(value)
+            return cell
+        return value
+
+    scipy.io.savemat(path, {k: matlab(v) for k, v in variables.items()}, do_compression=True)
+
+
+# MATLAB's v7.3 header: 116 bytes of text, 8 bytes of subsystem offset, version 0x0200, endian "IM"; the
+# HDF5 file starts after a 512-byte user block (what `matfile_version` and pymatreader recognise).
+_MAT73_TEXT = (
+    b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2024 HDF5 schema 1.00 ."
+)
+
+
+def write_mat_v73(path: Path, variables: dict[str, object]) -> None:
+    """A MATLAB v7.3 file (HDF5, as `save -v7.3` writes it) by h5py: arrays transposed (MATLAB is
+    column-major), a `MATLAB_class` on each, structs as groups, cell arrays as references into `#refs#`."""
+    import h5py
+
+    def put(group: h5py.Group, name: str, value: object, refs: h5py.Group) -> h5py.HLObject:
+        if isinstance(value, dict):
+            node = group.create_group(name)
+            node.attrs["MATLAB_class"] = np.bytes_("struct")
+            for key, item in value.items():
+                put(node, key, item, refs)
+            return node
+        if isinstance(value, str):
+            node = group.create_dataset(name, data=np.array([[ord(c) for c in value]], dtype=np.uint16).T)
+            node.attrs["MATLAB_class"] = np.bytes_("char")
+            node.attrs["MATLAB_int_decode"] = np.int32(2)
+            return node
+        if isinstance(value, list | tuple):
+            items = [put(refs, f"{name}_{len(refs)}_{i}", item, refs).ref for i, item in enumerate(value)]
+            node = group.create_dataset(name, data=np.array(items, dtype=h5py.ref_dtype).reshape(-1, 1))
+            node.attrs["MATLAB_class"] = np.bytes_("cell")
+            return node
+        array = np.atleast_2d(np.asarray(value, dtype=np.float64))
+        node = group.create_dataset(name, data=array.T)
+        node.attrs["MATLAB_class"] = np.bytes_("double")
+        return node
+
+    with h5py.File(path, "w", userblock_size=512) as f:
+        refs = f.create_group("#refs#")
+        for name, value in variables.items():
+            put(f, name, value, refs)
+    header = _MAT73_TEXT.ljust(116, b" ") + bytes(8) + np.uint16(0x0200).tobytes() + b"IM"
+    with path.open("r+b") as f:
+        f.write(header)

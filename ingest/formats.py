@@ -74,3 +74,6 @@ register("wfdb", (".hea",), open_wfdb)
 from eegfm.ingest.formats_cnt import open_cnt  # noqa: E402
 
 register("cnt", (".cnt",), open_cnt)
+from eegfm.ingest.formats_mat import open_mat  # noqa: E402
+
+register("mat", (".mat",), open_mat)

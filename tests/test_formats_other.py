@@ -13,12 +13,20 @@ import yaml
 from shardcheck import check_contract
 
 from eegfm.ingest.fixtures import simulate_eeg
-from eegfm.ingest.format_fixtures_other import ICARE_CHANNELS, SEED_CHANNELS, write_cnt, write_wfdb
+from eegfm.ingest.format_fixtures_other import (
+    ICARE_CHANNELS,
+    SEED_CHANNELS,
+    write_cnt,
+    write_mat_v5,
+    write_mat_v73,
+    write_wfdb,
+)
 from eegfm.ingest.formats import format_of, open_recording
-from eegfm.ingest.recipe import Recipe, SourceFile, load_recipe
+from eegfm.ingest.recipe import MatLayout, Recipe, SourceFile, load_recipe
 from eegfm.ingest.run import run_shards
 from eegfm.ingest.signals import RecordingReader
 
+WINDOW_S = 10.0  # the default preprocess window
 pytestmark = pytest.mark.filterwarnings("ignore:The inplace keyword:Warning:wfdb.io._header")
 
 
@@ -43,8 +51,8 @@ def _source(path: Path) -> SourceFile:
 
 def _whole(reader: RecordingReader, indices: list[int] | None = None) -> np.ndarray:
     signals = [reader.signals[i] for i in (indices if indices is not None else range(len(reader.signals)))]
-    first, stop, _ = reader.segments(signals[0].sfreq)[0]
-    return reader.read(signals, np.ones(len(signals)), first, stop)
+    segments = reader.segments(signals[0].sfreq)
+    return reader.read(signals, np.ones(len(signals)), segments[0][0], segments[-1][1])
 
 
 def _check_ranges(reader: RecordingReader, indices: list[int]) -> None:
@@ -60,10 +68,8 @@ def _check_ranges(reader: RecordingReader, indices: list[int]) -> None:
     np.testing.assert_allclose(scaled[:, 0], whole[10:20, indices[0]] * 1e3, rtol=1e-6)
 
 
-def _ingest(tmp_path: Path, root: Path, fmt: str, include: str, **extra: Any) -> dict[str, dict]:
-    """`run_shards` with a recipe YAML whose `format:` is set; the manifest's files by path."""
-    recipe_yaml = tmp_path / "recipe.yaml"
-    fields = {
+def _recipe_fields(root: Path, include: str = "*") -> dict[str, Any]:
+    return {
         "name": "fmt",
         "root": str(root),
         "positions": "standard_1005",
@@ -72,10 +78,14 @@ def _ingest(tmp_path: Path, root: Path, fmt: str, include: str, **extra: Any) ->
         "splits": {"train": 1.0},
         "include": [include],
         "path_regex": r"^(?P<subject>[^/.]+)",
-        "format": fmt,
-        **extra,
     }
-    recipe_yaml.write_text(yaml.safe_dump(fields))
+
+
+def _ingest(tmp_path: Path, root: Path, fmt: str, include: str, **extra: Any) -> dict[str, dict]:
+    """`run_shards` with a recipe YAML whose `format:` is set; the manifest's files by path."""
+    tmp_path.mkdir(exist_ok=True)
+    recipe_yaml = tmp_path / "recipe.yaml"
+    recipe_yaml.write_text(yaml.safe_dump({**_recipe_fields(root, include), "format": fmt, **extra}))
     out = tmp_path / "shards"
     run_shards(load_recipe(str(recipe_yaml)), str(out), shard_bytes=512 * 1024, progress=False)
     manifest = check_contract(out)
@@ -186,3 +196,122 @@ def test_cnt_ingest_writes_shards_and_skips_a_truncated_file(tmp_path: Path) -> 
     assert files["2_1.cnt"]["reason"] == (
         f"unreadable: truncated: the header puts the event table at byte {table}, the file has {size} bytes"
     )
+
+
+# --- MATLAB -------------------------------------------------------------------------------------------------
+
+MAT_WRITERS = {"v5": write_mat_v5, "v7.3": write_mat_v73}
+# SEED's preprocessed files: one variable per trial (`djc_eeg1` …), channels × samples at 200 Hz, no labels.
+SEED_LAYOUT = {"trials": r"djc_eeg\d+", "sfreq": "200", "channels": list(SEED_CHANNELS)}
+# MOABB's Lee2019 (OpenBMI) files: a struct with x (samples × channels), fs and chan (a cell of labels).
+OPENBMI_LAYOUT = {
+    "data": "EEG_MI_train.x",
+    "orientation": "samples_first",
+    "sfreq": "EEG_MI_train.fs",
+    "channels_variable": "EEG_MI_train.chan",
+}
+OPENBMI_CHANNELS = (
+    "Fp1",
+    "Fp2",
+    "F7",
+    "F3",
+    "Fz",
+    "F4",
+    "F8",
+    "C3",
+    "Cz",
+    "C4",
+    "P3",
+    "Pz",
+    "P4",
+    "O1",
+    "O2",
+)
+
+
+def _seed_mat(path: Path, version: str, trial_s: tuple[tuple[int, float], ...], n_channels: int = 62) -> None:
+    """SEED's layout; trials shorter than a window are noise (the EEG simulation needs a few seconds)."""
+    rng = np.random.default_rng(0)
+    trials = {
+        f"djc_eeg{i}": _eeg(SEED_CHANNELS[:n_channels], 200.0, s, seed=i)
+        if s >= WINDOW_S
+        else rng.normal(0, 20, (n_channels, round(200 * s)))
+        for i, s in trial_s
+    }
+    MAT_WRITERS[version](path, {**trials, "notes": "not a trial"})
+
+
+def _openbmi_mat(path: Path, version: str, duration_s: float) -> np.ndarray:
+    x = _eeg(OPENBMI_CHANNELS, 250.0, duration_s).T  # samples × channels, as OpenBMI stores it
+    MAT_WRITERS[version](path, {"EEG_MI_train": {"x": x, "fs": 250.0, "chan": list(OPENBMI_CHANNELS)}})
+    return x
+
+
+@pytest.mark.parametrize("version", ["v5", "v7.3"])
+def test_mat_reads_what_pymatreader_reads_in_any_range(tmp_path: Path, version: str) -> None:
+    import pymatreader
+
+    seed = tmp_path / "1_20131027.mat"
+    _seed_mat(seed, version, ((1, 3.0), (2, 2.5), (10, 4.0)), n_channels=8)
+    theirs = pymatreader.read_mat(str(seed))
+    seed_recipe = _recipe(
+        tmp_path, "auto", "*.mat", mat=MatLayout(**{**SEED_LAYOUT, "channels": SEED_CHANNELS[:8]})
+    )
+    assert format_of(seed.name) == "mat"
+    with open_recording(_source(seed), seed_recipe) as reader:
+        assert [s.label for s in reader.signals] == list(SEED_CHANNELS[:8]) and reader.signals[0].unit == "uV"
+        # One segment per trial, in numeric order (eeg10 after eeg2, where a plain sort puts it second).
+        assert reader.segments(200.0) == [(0, 600, 0.0), (600, 1100, 3.0), (1100, 1900, 5.5)]
+        expected = np.concatenate([theirs[f"djc_eeg{i}"] for i in (1, 2, 10)], axis=1).T
+        np.testing.assert_array_equal(_whole(reader), expected.astype(np.float32))
+        _check_ranges(reader, [7, 0, 3])  # ranges across the trials' borders too
+    openbmi = tmp_path / "sess01_subj01_EEG_MI.mat"
+    _openbmi_mat(openbmi, version, 6.0)
+    theirs = pymatreader.read_mat(str(openbmi))["EEG_MI_train"]
+    with open_recording(
+        _source(openbmi), _recipe(tmp_path, "mat", "*.mat", mat=MatLayout(**OPENBMI_LAYOUT))
+    ) as reader:
+        assert [s.label for s in reader.signals] == theirs["chan"] and reader.signals[0].sfreq == theirs["fs"]
+        np.testing.assert_array_equal(_whole(reader), theirs["x"].astype(np.float32))
+        _check_ranges(reader, [14, 0, 5])
+
+
+def test_mat_ingest_writes_shards_and_skips_damaged_files(tmp_path: Path) -> None:
+    seed_root, openbmi_root = tmp_path / "seed", tmp_path / "openbmi"
+    seed_root.mkdir(), openbmi_root.mkdir()
+    _seed_mat(seed_root / "1_20131027.mat", "v5", ((1, 12.0), (2, 8.0), (3, 21.0)))
+    _seed_mat(seed_root / "2_20140404.mat", "v5", ((1, 12.0), (2, 12.0)))
+    _openbmi_mat(openbmi_root / "sess01_subj01_EEG_MI.mat", "v7.3", 21.0)
+    _openbmi_mat(openbmi_root / "sess01_subj02_EEG_MI.mat", "v7.3", 21.0)
+    for damaged in (seed_root / "2_20140404.mat", openbmi_root / "sess01_subj02_EEG_MI.mat"):
+        os.truncate(damaged, damaged.stat().st_size * 2 // 3)
+    seed_files = _ingest(tmp_path / "a", seed_root, "mat", "*.mat", mat=SEED_LAYOUT)
+    assert seed_files["2_20140404.mat"]["reason"] == (
+        "unreadable: variable djc_eeg2 unreadable (damaged file?): OSError: could not read bytes"
+    )
+    seed = seed_files["1_20131027.mat"]
+    # 12 s → 1 window, 8 s → none (windows never join two trials), 21 s → 2
+    assert seed["status"] == "written" and seed["samples"] == 3 and seed["orig_sfreq"] == 200.0
+    assert len(seed["channels"]) == 60 and set(seed["dropped_channels"]) == {"CB1", "CB2"}
+    openbmi = _ingest(tmp_path / "b", openbmi_root, "mat", "*.mat", mat=OPENBMI_LAYOUT)
+    assert openbmi["sess01_subj01_EEG_MI.mat"]["samples"] == 2
+    assert openbmi["sess01_subj01_EEG_MI.mat"]["channels"] == list(OPENBMI_CHANNELS)
+    assert openbmi["sess01_subj02_EEG_MI.mat"]["reason"].startswith("unreadable: MATLAB file unreadable: ")
+    assert "truncated file" in openbmi["sess01_subj02_EEG_MI.mat"]["reason"]
+
+
+def test_mat_layout_is_typed_documented_and_required_for_format_mat(tmp_path: Path) -> None:
+    from dataclasses import fields
+
+    from eegfm.config import field_docs
+    from eegfm.ingest.recipe import RecipeError
+
+    assert set(field_docs(MatLayout)) == {f.name for f in fields(MatLayout)}
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump({**_recipe_fields(tmp_path), "format": "mat", "mat": SEED_LAYOUT}))
+    assert load_recipe(str(path)).mat.sfreq == "200"
+    assert load_recipe(str(path), ["mat.sfreq=250"]).mat.sfreq == "250"  # a YAML number is kept as text
+    with pytest.raises(RecipeError, match=r"mat\.orientation must be channels_first or samples_first"):
+        load_recipe(str(path), ["mat.orientation=sideways"])
+    with pytest.raises(RecipeError, match=r"format mat needs `mat\.data` or `mat\.trials`"):
+        load_recipe(str(path), ["mat.trials=''"])
