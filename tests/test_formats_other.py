@@ -24,7 +24,7 @@ from eegfm.ingest.format_fixtures_other import (
 from eegfm.ingest.formats import format_of, open_recording
 from eegfm.ingest.recipe import MatLayout, Recipe, SourceFile, load_recipe
 from eegfm.ingest.run import run_shards
-from eegfm.ingest.signals import RecordingReader
+from eegfm.ingest.signals import ReadError, RecordingReader
 
 WINDOW_S = 10.0  # the default preprocess window
 pytestmark = pytest.mark.filterwarnings("ignore:The inplace keyword:Warning:wfdb.io._header")
@@ -315,3 +315,32 @@ def test_mat_layout_is_typed_documented_and_required_for_format_mat(tmp_path: Pa
         load_recipe(str(path), ["mat.orientation=sideways"])
     with pytest.raises(RecipeError, match=r"format mat needs `mat\.data` or `mat\.trials`"):
         load_recipe(str(path), ["mat.trials=''"])
+
+
+@pytest.mark.s3
+def test_remote_wfdb_and_cnt_are_copied_beside_each_other_and_read_alike(s3_env, tmp_path: Path) -> None:
+    """wfdb and MNE open paths only: from s3 the .hea and the .dat it names (or the .cnt) are copied to a
+    temporary folder, which is gone once the reader closes; a .dat missing remotely is named."""
+    import fsspec
+
+    header, _ = _icare(tmp_path, duration_s=4.0)
+    cnt = tmp_path / "1_1.cnt"
+    write_cnt(cnt, _eeg(ICARE_CHANNELS, 200.0, 4.0), ICARE_CHANNELS, 200)
+    fs = fsspec.filesystem("s3")
+    fs.mkdir("formats")
+    for path in (header, header.with_suffix(".dat"), cnt):
+        fs.put(str(path), f"formats/{path.name}")
+    fs.pipe("formats/broken.hea", header.read_bytes().replace(b"0284_001_004_EEG", b"broken"))
+    recipe = _recipe(tmp_path, "auto", "*")
+    for path in (header, cnt):
+        remote = SourceFile(
+            path.name, f"s3://formats/{path.name}", path.stat().st_size, "s", "", "r", "ar", "train"
+        )
+        with open_recording(_source(path), recipe) as local, open_recording(remote, recipe) as copied:
+            np.testing.assert_array_equal(_whole(copied), _whole(local))
+            folder = Path(getattr(copied, "record_name", None) or copied.raw.filenames[0]).parent
+            assert folder.name.startswith("eegfm-copy-")
+        assert not folder.exists()
+    broken = SourceFile("broken.hea", "s3://formats/broken.hea", 1, "s", "", "r", "ar", "train")
+    with pytest.raises(ReadError, match=r"missing file broken\.dat \(the header names it"):
+        open_recording(broken, recipe).__enter__()
