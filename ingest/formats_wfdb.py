@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import wfdb
 
 from eegfm.ingest.local_copy import local_files
 from eegfm.ingest.signals import ReadError, RecordingReader, Signal
@@ -34,7 +33,9 @@ _BYTES_PER_SAMPLE["311"] = 4 / 3
 _BITS = {"8": 8, "16": 16, "24": 24, "32": 32, "61": 16, "80": 8, "160": 16, "212": 12, "310": 10, "311": 10}
 
 
-def _read_header(record_name: str) -> wfdb.Record:
+def _read_header(record_name: str) -> Any:
+    import wfdb  # imported when a WFDB file is met: it pulls in pandas (~0.3 s for every ingest otherwise)
+
     try:
         header = wfdb.rdheader(record_name)
     except Exception as e:  # wfdb raises ValueError, IndexError, FileNotFoundError… for a bad header
@@ -123,6 +124,8 @@ class WfdbRecording:
         return max(1, round(chunk_s * sfreq))
 
     def read(self, signals: list[Signal], scales: Any, start: int, stop: int) -> np.ndarray:
+        import wfdb
+
         channels = [s.index for s in signals]
         spf = self._spf[channels[0]]
         first, last = start // spf, -(-stop // spf)
