@@ -84,3 +84,14 @@ def _open_gdf(source: SourceFile, _recipe: Recipe) -> Iterator[RecordingReader]:
 
 
 register("gdf", (".gdf",), _open_gdf)  # our own reader: MNE misreads GDF units (ingest/gdf.py)
+
+# WFDB, Neuroscan CNT and MATLAB files (ingest/formats_wfdb.py, formats_cnt.py, formats_mat.py).
+from eegfm.ingest.formats_wfdb import open_wfdb  # noqa: E402
+
+register("wfdb", (".hea",), open_wfdb)
+from eegfm.ingest.formats_cnt import open_cnt  # noqa: E402
+
+register("cnt", (".cnt",), open_cnt)
+from eegfm.ingest.formats_mat import open_mat  # noqa: E402
+
+register("mat", (".mat",), open_mat)

@@ -25,6 +25,38 @@ class RecipeError(ConfigError):
 
 
 @dataclass(frozen=True)
+class MatLayout:
+    """Where a MATLAB file (format mat) keeps its signals: .mat files have no standard layout, so the recipe
+    says it. A v7.3 file (HDF5) is read slice by slice; a v5 file's variable is loaded whole when read."""
+
+    data: str = ""
+    """Variable holding the signals, or a path into a struct (`EEG.data`); inside each of `trials` if set."""
+    trials: str = ""
+    """Regex of variable names holding one trial each (SEED: `.*_eeg\\d+`): each is a segment of the file's
+    recording, in the names' numeric order (windows never cross trials); empty: one variable, `data`."""
+    orientation: str = "channels_first"
+    """How the array lies as MATLAB shows it: channels_first (channels × samples) or samples_first."""
+    sfreq: str = ""
+    """Samples per second: a number (`200`) or the variable or struct path holding it (`EEG.srate`)."""
+    channels: tuple[str, ...] = ()
+    """The channel labels in order, when the file does not hold them (SEED's .mat files)."""
+    channels_variable: str = ""
+    """Variable or struct path holding the labels (cell array of strings or char matrix), e.g. `EEG.chan`."""
+    unit: str = "uV"
+    """Physical unit of the values: uV, mV or V."""
+
+    def __post_init__(self) -> None:
+        if self.orientation not in ("channels_first", "samples_first"):
+            raise RecipeError(
+                f"mat.orientation must be channels_first or samples_first, got {self.orientation!r}"
+            )
+        try:
+            re.compile(self.trials)
+        except re.error as e:
+            raise RecipeError(f"mat.trials does not compile as a regex: {e}") from None
+
+
+@dataclass(frozen=True)
 class Recipe:
     """A corpus: where its files are, how their paths name subjects, and how to preprocess them."""
 
@@ -88,6 +120,8 @@ class Recipe:
     """Ids that are one person: later id → first id (CHB-MIT: chb21 is chb01); splits use the first."""
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     """Resampling, filtering, windowing and QC of every recording."""
+    mat: MatLayout = field(default_factory=MatLayout)
+    """Format mat: which variables hold the signals, their orientation, rate, labels and unit."""
 
     def __post_init__(self) -> None:
         if self.layout not in ("files", "bids"):
@@ -102,6 +136,11 @@ class Recipe:
             re.compile(self.path_regex)
         except re.error as e:
             raise RecipeError(f"recipe {self.name}: path_regex does not compile: {e}") from None
+        if self.format == "mat" and not ((self.mat.data or self.mat.trials) and self.mat.sfreq):
+            raise RecipeError(
+                f"recipe {self.name}: format mat needs `mat.data` or `mat.trials` (where the signals are) "
+                "and `mat.sfreq` (a number or the variable holding it)"
+            )
 
 
 def available_recipes() -> list[str]:
@@ -133,8 +172,13 @@ def load_recipe(name: str, overrides: list[str] | None = None, **settings: Any) 
 
 def recipe_as_dict(recipe: Recipe) -> dict[str, Any]:
     """The resolved recipe as plain data, for manifests and the run's saved config."""
-    out = {f.name: getattr(recipe, f.name) for f in fields(Recipe) if f.name != "preprocess"}
+    out = {f.name: getattr(recipe, f.name) for f in fields(Recipe) if f.name not in ("preprocess", "mat")}
     out = {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+    if (
+        recipe.mat != MatLayout()
+    ):  # only then: other corpora's saved configs (and run hashes) stay as they were
+        out["mat"] = {f.name: getattr(recipe.mat, f.name) for f in fields(MatLayout)}
+        out["mat"]["channels"] = list(recipe.mat.channels)
     out["preprocess"] = {f.name: getattr(recipe.preprocess, f.name) for f in fields(PreprocessConfig)}
     return out
 
