@@ -122,6 +122,7 @@ def test_recordings_without_usable_positions_get_the_template_with_a_note(
     notes = {f["subject"]: f["notes"] for f in manifest["files"]}
     assert any("'Other' without anatomical landmarks" in n for n in notes["04"]), notes["04"]
     assert not any("digitised" in n for n in notes["03"])  # no electrodes.tsv: nothing to say
+    assert "5 of 7 recordings written have digitised positions" in manifest["report"]
 
 
 @pytest.mark.slow
