@@ -7,13 +7,14 @@ import contextlib
 import re
 import unicodedata
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 
 import mne
 import numpy as np
 
 from eegfm.ingest.channels import Channel, canonical_channel, cap_labels
-from eegfm.ingest.positions import montage_positions
+from eegfm.ingest.positions import midpoint, montage_positions
 from eegfm.ingest.recipe import Recipe
 from eegfm.ingest.signals import Signal
 
@@ -49,6 +50,7 @@ class ChannelPlan:
     orig_sfreq: float
     dropped: dict[str, str]
     notes: list[str]
+    measured: list[bool] = field(default_factory=list)  # per kept channel: position from `positions`
 
 
 def unit_scale(signal: Signal) -> tuple[float, str | None] | str:
@@ -85,11 +87,21 @@ def _unit_key(unit: str) -> str:
 # Channel types a file or sidecar may declare that are never scalp EEG.
 _NOT_EEG_KINDS = frozenset(
     {"eog", "ecg", "emg", "stim", "trig", "misc", "resp", "bio", "gsr", "temp", "syst"}
+    # BIDS channels.tsv types beyond those (its REF is the reference electrode's own channel)
+    | {"veog", "heog", "eyegaze", "pupil", "ppg", "audio", "sysclock", "adc", "dac", "ref"}
 )
 
 
-def plan_channels(signals: list[Signal], recipe: Recipe) -> ChannelPlan:
-    """Which signals become which canonical channels, and why every other one is dropped."""
+def plan_channels(
+    signals: list[Signal], recipe: Recipe, positions: Mapping[str, tuple[float, float, float]] | None = None
+) -> ChannelPlan:
+    """Which signals become which canonical channels, and why every other one is dropped.
+
+    `positions` (file label or canonical name → xyz in metres, head frame) are this recording's own
+    measured positions (BIDS electrodes.tsv); they replace the template's for the channels they name.
+    """
+    measured_at = {k.strip().upper(): tuple(v) for k, v in (positions or {}).items()}
+    measured_names: set[str] = set()
     dropped: dict[str, str] = {}
     notes: list[str] = []
     candidates: list[tuple[Signal, Channel, float]] = []
@@ -139,6 +151,10 @@ def plan_channels(signals: list[Signal], recipe: Recipe) -> ChannelPlan:
         if previous is not None:
             dropped[label] = f"duplicate label ({previous.name} already kept)"
             continue
+        measured = _measured_position(s.label, channel, measured_at) if measured_at else None
+        if measured is not None:
+            channel = replace(channel, position=measured)
+            measured_names.add(channel.name)
         candidates.append((s, channel, scale[0]))
     # One rate per recording: keep the rate most EEG channels share (the higher one on a tie).
     by_rate = Counter(s.sfreq for s, _, _ in candidates)
@@ -159,7 +175,23 @@ def plan_channels(signals: list[Signal], recipe: Recipe) -> ChannelPlan:
         orig_sfreq=rate,
         dropped=dropped,
         notes=notes,
+        measured=[c.name in measured_names for _, c, _ in kept] if measured_at else [],
     )
+
+
+def _measured_position(
+    label: str, channel: Channel, measured_at: dict[str, tuple[float, float, float]]
+) -> tuple[float, float, float] | None:
+    """The recording's own position of a channel: by its file label, else its canonical name; a bipolar
+    channel's is the midpoint of its two measured electrodes (None unless both are measured)."""
+    for key in (label, channel.name):
+        if key.strip().upper() in measured_at:
+            return measured_at[key.strip().upper()]
+    if channel.pair is not None:
+        a, b = (measured_at.get(name.upper()) for name in channel.pair)
+        if a is not None and b is not None:
+            return midpoint(a, b)
+    return None
 
 
 _CAP_LABEL = re.compile(r"^[A-H]([1-9]|[12]\d|3[0-2])$")

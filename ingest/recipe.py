@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field, fields
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fsspec
 from omegaconf import OmegaConf
@@ -16,6 +16,9 @@ from eegfm.config import CONFIG_DIR, load_config, typed
 from eegfm.errors import ConfigError
 from eegfm.ingest.preprocess import PreprocessConfig
 from eegfm.storage import join_url, storage_errors, strip_protocol
+
+if TYPE_CHECKING:
+    from eegfm.ingest.bids import BidsSidecar
 
 DATASETS_DIR = CONFIG_DIR / "datasets"
 
@@ -196,6 +199,7 @@ class SourceFile:
     reference: str
     split: str | None  # None when the path did not match the layout or the subject is excluded
     skip_reason: str | None = None
+    bids: BidsSidecar | None = field(default=None, hash=False)  # layout bids: the recording's sidecar facts
 
 
 def discover(recipe: Recipe) -> list[SourceFile]:
@@ -209,6 +213,10 @@ def discover(recipe: Recipe) -> list[SourceFile]:
             f"ROOT=<path or s3://…> (make) or --root (eegfm shards), or set `root:` in "
             f"configs/datasets/{recipe.name}.yaml"
         )
+    if recipe.layout == "bids":
+        from eegfm.ingest.bids import discover_bids  # mne-bids is imported only for BIDS corpora
+
+        return discover_bids(recipe)
     base = strip_protocol(root).rstrip("/")
     with storage_errors(recipe.root, "listing the corpus"):
         found = fs.find(root, detail=True)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from eegfm.errors import StorageError
-from eegfm.ingest import contract
+from eegfm.ingest import bids, contract
 from eegfm.ingest.channel_plan import ChannelPlan, plan_channels
 from eegfm.ingest.formats import open_recording
 from eegfm.ingest.labels import LabelError
@@ -60,11 +60,15 @@ class FileOutcome:
     # Kept out of the manifest's per-file lines (summed or tabulated per task instead):
     histogram: list[int] = field(default_factory=list)  # amplitude counts over HISTOGRAM_EDGES
     positions: list[list[float]] = field(default_factory=list)  # per channel, metres
+    # Layout bids only (and only then in the manifest's lines): digitized | template:<montage> | both
+    positions_source: str | None = None
 
     def as_record(self) -> dict[str, Any]:
         record = {k: v for k, v in asdict(self).items() if k not in ("histogram", "positions")}
         if not (self.class_counts or self.unlabelled):  # a pretraining ingest: its lines as they always were
             del record["class_counts"], record["unlabelled"]
+        if self.positions_source is None:
+            del record["positions_source"]
         return record
 
 
@@ -97,6 +101,8 @@ def ingest_file(
         return skipped(source, source.skip_reason)
     try:
         with open_recording(source, recipe) as reader:
+            if source.bids is not None:  # channels.tsv's types and bad marks over the file's signals
+                reader = bids.with_sidecar(reader, source.bids)
             return _ingest_open_file(reader, source, recipe, spool_dir, labeller)
     except ReadError as e:
         return skipped(source, f"unreadable: {e}")
@@ -133,7 +139,7 @@ def _ingest_open_file(
         except LabelError as e:
             return skipped(source, str(e), notes=notes)
         labels = (labeller, annotations)
-    plan = plan_channels(reader.signals, recipe)
+    plan = plan_channels(reader.signals, recipe, bids.measured_positions(source.bids))
     notes += plan.notes
     details = {"dropped_channels": plan.dropped, "notes": notes}
     if len(plan.channels) < config.min_channels:
@@ -151,7 +157,12 @@ def _ingest_open_file(
         placement = {"stride_s": labeller.stride_s, "starts_s": labeller.window_starts(labels[1])}
     spool = tempfile.TemporaryFile(dir=spool_dir)  # noqa: SIM115 - closed by the sample stream or below
     try:
-        windower = stream_windows(reader, plan, segments, config, recipe.mains_hz, spool, **placement)
+        mains_hz = bids.mains_hz(source, recipe)
+        if mains_hz != recipe.mains_hz:
+            notes.append(
+                f"mains {mains_hz:g} Hz from eeg.json PowerLineFrequency (recipe: {recipe.mains_hz:g} Hz)"
+            )
+        windower = stream_windows(reader, plan, segments, config, mains_hz, spool, **placement)
         return _finish(source, recipe, plan, windower, spool, details, labels)
     except BaseException:
         spool.close()
@@ -217,6 +228,10 @@ def _finish(
         details["class_counts"] = dict(Counter(m["label_name"] for m in window_meta))
     channels = [c for c, alive in zip(plan.channels, live, strict=True) if alive]
     names = [c.name for c in channels]
+    positions_source = None
+    if source.bids is not None:
+        measured = [m for m, alive in zip(plan.measured or [False] * len(live), live, strict=True) if alive]
+        positions_source = _positions_source(measured, recipe.positions, names, details["notes"])
     hours = len(kept) * config.window_s / 3600
     outcome = FileOutcome(
         path=source.path,
@@ -234,6 +249,7 @@ def _finish(
         orig_sfreq=plan.orig_sfreq,
         histogram=windower.histogram.tolist(),
         positions=[[round(v, 6) for v in c.position] for c in channels],
+        positions_source=positions_source,
         **details,
     )
     meta = {
@@ -257,6 +273,20 @@ def _finish(
         "channel_mean": [round(float(v), 4) for v in mean],
         "channel_std": [round(float(v), 4) for v in np.sqrt(var)],
     }
+    if source.bids is not None:
+        meta |= bids.sample_metadata(source.bids, positions_source, bids.mains_hz(source, recipe))
     positions = np.array([c.position for c in channels], dtype=np.float32)
     samples = read_spool(spool, kept, starts[kept], live, meta, positions, config, source.path, window_meta)
     return IngestedFile(outcome, samples)
+
+
+def _positions_source(measured: list[bool], montage: str, names: list[str], notes: list[str]) -> str:
+    """`digitized` when every kept channel has the recording's own position, `template:<montage>` when
+    none has; both at once is named, and the channels on the template are noted."""
+    if measured and all(measured):
+        return "digitized"
+    if not any(measured):
+        return f"template:{montage}"
+    on_template = [n for n, m in zip(names, measured, strict=True) if not m]
+    notes.append(f"no digitised position in electrodes.tsv for {', '.join(on_template)}: template positions")
+    return f"digitized+template:{montage}"

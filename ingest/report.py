@@ -11,7 +11,7 @@ import base64
 import html
 import io
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from typing import Any
 
@@ -93,6 +93,7 @@ def render_report_html(manifest: dict[str, Any]) -> str:
         ),
         "<h2>Per split</h2>",
         _split_table(totals["per_split"]),
+        *_positions_sections(written),
         *_label_sections(manifest),
         "<h2>Per montage</h2>",
         _table(
@@ -376,6 +377,20 @@ def _label_sections(manifest: dict[str, Any]) -> list[str]:
         _table(["split", *(f"{i}: {c}" for i, c in enumerate(classes)), "all"], rows),
         "<h3>Unlabelled windows and events</h3>",
         _counts_table(manifest["totals"].get("unlabelled_reasons", {}), "windows or events"),
+    ]
+
+
+def _positions_sections(written: list[dict[str, Any]]) -> list[str]:
+    """Where the recordings' electrode positions came from (BIDS: digitised or template), when known."""
+    sources = Counter(f["positions_source"] for f in written if f.get("positions_source"))
+    if not sources:
+        return []
+    digitised = sum(n for source, n in sources.items() if source.startswith("digitized"))
+    return [
+        "<h2>Electrode positions</h2>",
+        f"<p>{digitised:,} of {len(written):,} recordings written have digitised positions "
+        "(their own electrodes.tsv, in the head frame); the others have template positions.</p>",
+        _table(["positions source", "recordings"], sorted(sources.items(), key=lambda kv: (-kv[1], kv[0]))),
     ]
 
 

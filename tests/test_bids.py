@@ -1,0 +1,218 @@
+"""Layout `bids`: a BIDS tree written by mne-bids (`ingest/bids_fixtures.py`) → shards through `eegfm shards
+--dataset bids`, with ids from the entities, channels.tsv's types and bad marks, eeg.json's mains and
+reference, and each subject's digitised electrode positions in MNE's head frame."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from shardcheck import check_contract, read_shard
+
+from eegfm.ingest import contract
+from eegfm.ingest.bids import head_frame_positions
+from eegfm.ingest.bids_fixtures import BAD, BAD_DESCRIPTION, EOG, MISC, OFFSET_M, BidsTruth, write_bids_tree
+from eegfm.ingest.channel_plan import plan_channels
+from eegfm.ingest.positions import montage_positions
+from eegfm.ingest.recipe import discover, load_recipe
+from eegfm.ingest.signals import Signal
+
+TEMPLATE = "standard_1005"  # configs/datasets/bids.yaml's positions
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> BidsTruth:
+    return write_bids_tree(tmp_path_factory.mktemp("bids") / "ds")
+
+
+@pytest.fixture(scope="module")
+def ingested(tree: BidsTruth, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], list[dict]]:
+    """`eegfm shards --dataset bids --root <tree>` (what `make shards DATASET=bids ROOT=…` runs): the
+    manifest and every sample as (meta, positions, eeg)."""
+    out = tmp_path_factory.mktemp("bids-shards")
+    command = [sys.executable, "-m", "eegfm.cli", "shards", "--dataset", "bids", "--root", str(tree.root)]
+    done = subprocess.run([*command, "--out", str(out), "--no-progress"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    manifest = check_contract(out)
+    samples = []
+    for shard in manifest["shards"]:
+        for members in read_shard(out / shard["url"]).values():
+            samples.append(
+                {
+                    "meta": json.loads(members[contract.META_SUFFIX]),
+                    "pos": np.load(io.BytesIO(members[contract.POS_SUFFIX])),
+                    "eeg": np.load(io.BytesIO(members[contract.EEG_SUFFIX])).astype(np.float32),
+                }
+            )
+    manifest["report"] = (out / contract.REPORT_NAME).read_text()
+    return manifest, samples
+
+
+def by_subject(samples: list[dict]) -> dict[str, list[dict]]:
+    grouped = defaultdict(list)
+    for s in samples:
+        grouped[s["meta"]["subject"]].append(s)
+    return grouped
+
+
+@pytest.mark.slow
+def test_recordings_and_ids_come_from_the_bids_entities(tree: BidsTruth) -> None:
+    files = discover(load_recipe("bids", root=str(tree.root)))
+    assert {f.path: f.subject for f in files} == tree.recordings
+    sessions = {f.path: f.session for f in files}
+    assert sessions["sub-01/ses-2/eeg/sub-01_ses-2_task-rest_eeg.edf"] == "2"
+    assert sessions["sub-02/eeg/sub-02_task-rest_run-2_eeg.edf"] == ""
+    recordings = {f.recording for f in files}
+    assert len(recordings) == len(files)  # runs and sessions stay apart
+    assert {f.bids.entities.get("run") for f in files if f.subject == "02"} == {"1", "2"}
+    splits = defaultdict(set)
+    for f in files:
+        splits[f.subject].add(f.split)
+    assert all(len(s) == 1 for s in splits.values()), splits
+    # bids_tasks filters by the task entity; exclude_subjects takes BIDS's sub- ids too.
+    rest = discover(
+        load_recipe("bids", ["bids_tasks=[rest]", "exclude_subjects=[sub-04]"], root=str(tree.root))
+    )
+    assert {f.bids.entities["task"] for f in rest} == {"rest"} and len(rest) == len(files) - 1
+    assert [f.skip_reason for f in rest if f.subject == "04"] == ["subject excluded by the recipe (04)"]
+
+
+@pytest.mark.slow
+def test_digitised_positions_reach_the_shards_in_the_head_frame(
+    tree: BidsTruth, ingested: tuple[dict, list[dict]]
+) -> None:
+    """Subject 01 (CapTrak, mm) and 02 (a rotated, shifted native frame with landmarks): every shard's
+    positions are the subject's measured cap within 1 mm; the template is ≥ 4 mm off (negative control)."""
+    _, samples = ingested
+    template = montage_positions(TEMPLATE)
+    grouped = by_subject(samples)
+    for subject, cap in tree.digitised.items():
+        assert grouped[subject], f"no shards of sub-{subject}"
+        for sample in grouped[subject]:
+            meta = sample["meta"]
+            assert meta["positions_source"] == "digitized"
+            truth = np.array([cap[name] for name in meta["channels"]])
+            error_mm = np.linalg.norm(sample["pos"] - truth, axis=1) * 1000
+            assert error_mm.max() < 1.0, dict(zip(meta["channels"], error_mm.round(2), strict=True))
+            off_template_mm = np.linalg.norm(
+                truth - np.array([template[n] for n in meta["channels"]]), axis=1
+            )
+            assert off_template_mm.min() * 1000 > 0.8 * OFFSET_M * 1000 > 1.0
+
+
+@pytest.mark.slow
+def test_recordings_without_usable_positions_get_the_template_with_a_note(
+    tree: BidsTruth, ingested: tuple[dict, list[dict]]
+) -> None:
+    manifest, samples = ingested
+    template = montage_positions(TEMPLATE)
+    grouped = by_subject(samples)
+    for subject in tree.template_fallback:
+        for sample in grouped[subject]:
+            assert sample["meta"]["positions_source"] == f"template:{TEMPLATE}"
+            expected = np.array([template[n] for n in sample["meta"]["channels"]], dtype=np.float32)
+            np.testing.assert_array_equal(sample["pos"], expected)
+    notes = {f["subject"]: f["notes"] for f in manifest["files"]}
+    assert any("'Other' without anatomical landmarks" in n for n in notes["04"]), notes["04"]
+    assert not any("digitised" in n for n in notes["03"])  # no electrodes.tsv: nothing to say
+    assert "5 of 7 recordings written have digitised positions" in manifest["report"]
+
+
+@pytest.mark.slow
+def test_channels_tsv_types_and_bad_marks_drop_channels_with_reasons(
+    ingested: tuple[dict, list[dict]],
+) -> None:
+    """Fpz (EOG) and Iz (MISC) have scalp names: only channels.tsv says they are not EEG."""
+    manifest, samples = ingested
+    for f in manifest["files"]:
+        assert f["status"] == "written", f
+        assert f["dropped_channels"][BAD] == f"marked bad: status bad in channels.tsv ({BAD_DESCRIPTION})"
+        assert f["dropped_channels"][EOG].startswith("channel type eog (not EEG)")
+        assert f["dropped_channels"][MISC].startswith("channel type misc (not EEG)")
+    assert manifest["totals"]["dropped_channel_reasons"]["marked bad: status bad in channels.tsv"] == 7
+    assert not any({BAD, EOG, MISC} & set(s["meta"]["channels"]) for s in samples)
+
+
+@pytest.mark.slow
+def test_no_subject_in_two_splits(ingested: tuple[dict, list[dict]]) -> None:
+    _, samples = ingested
+    splits = defaultdict(set)
+    for s in samples:
+        splits[s["meta"]["subject"]].add(s["meta"]["split"])
+    assert set(splits) == {"01", "02", "03", "04"}
+    assert all(len(v) == 1 for v in splits.values()), splits
+
+
+@pytest.mark.slow
+def test_sidecar_facts_reach_the_metadata(tree: BidsTruth, ingested: tuple[dict, list[dict]]) -> None:
+    manifest, samples = ingested
+    grouped = by_subject(samples)
+    for subject, rows in grouped.items():
+        meta = rows[0]["meta"]
+        participant = tree.participants[f"sub-{subject}"]
+        assert meta["participant"] == {k: (None if v == "n/a" else v) for k, v in participant.items()}
+        assert meta["mains_hz"] == tree.mains_hz[subject]
+        assert meta["bids"]["subject"] == subject and meta["bids"]["task"] in ("rest", "oddball")
+    references = {s["meta"]["subject"]: s["meta"]["reference"] for s in samples}
+    assert references == {"01": "ar", "02": "cz", "03": "unknown", "04": "unknown"}
+    events = {s["meta"]["source_file"]: s["meta"]["events"] for s in grouped["01"]}
+    assert all(e.endswith("_events.tsv") and (tree.root / e).is_file() for e in events.values()), events
+    notes = {f["subject"]: f["notes"] for f in manifest["files"]}
+    assert "mains 60 Hz from eeg.json PowerLineFrequency (recipe: 50 Hz)" in notes["03"]
+    assert "channels.tsv lists channels the file lacks: EXTRA1" in notes["04"]
+    assert "channels.tsv does not list the file's channels: O2 (type from the file)" in notes["04"]
+    assert any(n.startswith("eeg.json SamplingFrequency 500 Hz") for n in notes["04"]), notes["04"]
+
+
+@pytest.mark.slow
+def test_the_notch_is_the_recordings_power_line_frequency(ingested: tuple[dict, list[dict]]) -> None:
+    """sub-03 hums at 60 Hz and says so in eeg.json; the recipe says 50 Hz. Its shards have the 60 Hz line
+    notched out (a 50 Hz notch would leave it standing far above its neighbours, as in the raw file)."""
+    _, samples = ingested
+    eeg = np.concatenate([s["eeg"] for s in by_subject(samples)["03"]], axis=1)
+    spectrum = np.abs(np.fft.rfft(eeg, axis=1)).mean(axis=0)
+    freqs = np.fft.rfftfreq(eeg.shape[1], 1 / 200.0)
+    line = spectrum[np.abs(freqs - 60.0) < 0.3].max()
+    around = np.median(spectrum[(np.abs(freqs - 60.0) > 2) & (np.abs(freqs - 60.0) < 6)])
+    assert line < 3 * around, f"60 Hz line {line:.3g} vs {around:.3g} around it"
+
+
+def test_coordinate_systems_that_cannot_reach_the_head_frame_are_refused(tmp_path: Path) -> None:
+    electrodes = tmp_path / "electrodes.tsv"
+    coordsystem = tmp_path / "coordsystem.json"
+    template = montage_positions(TEMPLATE)
+    rows = "".join(f"{n}\t{x}\t{y}\t{z}\n" for n, (x, y, z) in list(template.items())[:20])
+    electrodes.write_text("name\tx\ty\tz\n" + rows)
+
+    def system(**fields: Any) -> dict | str:
+        coordsystem.write_text(json.dumps(fields))
+        return head_frame_positions(electrodes, coordsystem)
+
+    assert "units 'n/a'" in system(EEGCoordinateSystem="CapTrak", EEGCoordinateUnits="n/a")
+    assert "without anatomical landmarks" in system(EEGCoordinateSystem="EEGLAB", EEGCoordinateUnits="m")
+    # metres written but declared mm: 1000× too small for a head, whatever the frame says
+    assert "units 'mm' or the landmarks are wrong" in system(
+        EEGCoordinateSystem="CapTrak", EEGCoordinateUnits="mm"
+    )
+    positions, name = system(EEGCoordinateSystem="CapTrak", EEGCoordinateUnits="m")
+    assert name == "CapTrak" and positions["Fp1"] == pytest.approx(template["Fp1"])
+
+
+def test_plan_channels_takes_a_recordings_own_positions(tmp_path: Path) -> None:
+    recipe = load_recipe("generic", root=str(tmp_path))
+    signals = [Signal(i, label, "uV", 256.0) for i, label in enumerate(["EEG Fp1-REF", "Cz", "C3-P3"])]
+    measured = {"EEG Fp1-REF": (0.01, 0.1, 0.02), "C3": (-0.06, 0.0, 0.1), "P3": (-0.05, -0.06, 0.1)}
+    plan = plan_channels(signals, recipe, measured)
+    positions = {c.name: c.position for c in plan.channels}
+    assert positions["Fp1"] == (0.01, 0.1, 0.02)  # by file label
+    assert positions["C3-P3"] == pytest.approx((-0.055, -0.03, 0.1))  # midpoint of measured electrodes
+    assert positions["Cz"] == montage_positions(recipe.positions)["Cz"]  # not measured: template
+    assert plan.measured == [True, False, True]
+    assert plan_channels(signals, recipe).measured == []
