@@ -14,6 +14,7 @@ ON ?=
 TASKS ?= 64
 LAUNCH ?= configs/launch/slurm_4x8_reve_base.yaml
 ARGS ?=
+DRY ?=
 PYTEST_ARGS ?=
 
 .PHONY: help setup lock demo shards tasks merge fixtures test test-gpu golden lint format bench-ingest bench-train bench-eval bench-stream simulate-stream submit-slurm submit-k8s docker clean
@@ -43,13 +44,13 @@ lock:  ## re-resolve the dependencies into requirements.lock (needs network)
 demo: $(STAMP)  ## the embedded default end to end: generate a small corpus, ingest it, report where things are
 	$(BIN)/eegfm demo --out $(DEMO_DIR)
 
-shards: $(STAMP)  ## ingest a corpus: make shards DATASET=tueg | TASK=tuab [ROOT=…] [OUT=…] [WORKERS=N] [ON=slurm TASKS=64]
-ifeq ($(ON),slurm)
+shards: $(STAMP)  ## ingest a corpus: make shards DATASET=tueg | TASK=tuab [ROOT=…] [OUT=…] [WORKERS=N] [ON=slurm TASKS=64] [DRY=1: headers only, report]
+ifeq ($(ON)$(if $(DRY),-dry),slurm)  # DRY=1 reads the headers here, even with ON=slurm
 	$(BIN)/eegfm submit slurm --ingest --config $(LAUNCH) ingest.dataset=$(DATASET) ingest.tasks=$(TASKS) \
 		$(if $(ROOT),ingest.root=$(ROOT)) $(if $(OUT),ingest.out=$(OUT))
 else
 	$(BIN)/eegfm shards $(if $(TASK),--task $(TASK),--dataset $(DATASET)) $(if $(ROOT),--root $(ROOT)) \
-		$(if $(OUT),--out $(OUT)) --workers $(WORKERS)
+		$(if $(OUT),--out $(OUT)) --workers $(WORKERS) $(if $(DRY),--dry-run)
 endif
 
 tasks: $(STAMP)  ## list the labelled tasks (make shards TASK=<name> ingests one)
