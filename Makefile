@@ -17,7 +17,7 @@ ARGS ?=
 DRY ?=
 PYTEST_ARGS ?=
 
-.PHONY: help setup lock demo shards tasks merge fixtures test test-gpu golden lint format bench-ingest bench-train bench-eval bench-stream simulate-stream submit-slurm submit-k8s docker clean
+.PHONY: help setup lock demo shards tasks merge fixtures test test-gpu golden lint format bench-ingest bench-dryrun bench-train bench-eval bench-stream simulate-stream submit-slurm submit-k8s docker clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -75,6 +75,9 @@ format: $(STAMP)
 
 bench-ingest: $(STAMP)  ## ingest throughput vs a plain MNE pipeline, and peak memory vs recording length
 	$(BIN)/python -m eegfm.ingest.bench
+
+bench-dryrun: $(STAMP)  ## seconds for `eegfm shards --dry-run` over 1,000 EDF headers, one core
+	$(BIN)/python -m eegfm.ingest.bench_dryrun
 
 bench-train: $(STAMP)  ## loader windows/s per core, CPU model throughput, GPU tokens/s and MFU (when there is one)
 	$(BIN)/python -m eegfm.pretrain.bench

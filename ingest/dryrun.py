@@ -192,7 +192,7 @@ def dry_run(
     `nothing_written` is None when some file would be written, else one line saying why none would.
     `threads` (default: 1 for a local root, 16 for object storage) overlaps the header reads' latency.
     """
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     under_root = list_root(recipe)
     try:
         sources = discover(recipe)  # raises for a missing root, as the run does
@@ -228,7 +228,9 @@ def dry_run(
     report["task"] = None if task is None else task.name
     if discover_error is not None:
         report["nothing_written"] = discover_error
+    report["distinct_channel_layouts"] = len(plans)
     report["seconds"] = round(time.perf_counter() - started, 3)
+    report["cpu_seconds"] = round(time.process_time() - cpu_started, 3)
     return report
 
 

@@ -140,7 +140,8 @@ def test_json_report_parses_and_has_the_fields(tmp_path: Path) -> None:
     assert report["sampling_rates"] == {"250": 1}
     assert report["durations"]["max_s"] == 25.0
     assert report["estimate"]["windows"] == 2 and report["estimate"]["basis"]["dtype"] == "float16"
-    assert {"caveats", "seconds", "per_file", "dropped_reasons", "notes"} <= set(report)
+    assert {"caveats", "seconds", "cpu_seconds", "per_file", "dropped_reasons", "notes"} <= set(report)
+    assert report["distinct_channel_layouts"] == 1
 
 
 def test_exit_code_when_nothing_would_be_written(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
