@@ -13,11 +13,14 @@ its hours are counted as if it were contiguous, an upper bound. The report's `ca
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import inspect
 import math
 import statistics
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -37,6 +40,9 @@ if TYPE_CHECKING:
     from eegfm.ingest.tasks import TaskRecipe
 
 EXAMPLES = 5  # example paths shown per group
+# Read-ahead block for object storage during a dry run: an EDF header of up to 255 signals in one request,
+# where s3fs would otherwise fetch 50 MiB (most recordings whole) to read a 256-byte header.
+HEADER_BLOCK = 64 * 1024
 # Drop reasons (from `channels.canonical_channel` / `plan_channels`) that mean "no rule or electrode
 # knows this label": what a recipe's `rename:` is for.
 UNRECOGNISED = ("no position in montage", "cap labels match no")
@@ -180,6 +186,31 @@ def list_root(recipe: Recipe) -> list[str]:
     return sorted(strip_protocol(full)[len(base) :].lstrip("/") for full in found)
 
 
+@contextlib.contextmanager
+def header_sized_reads(fs: Any) -> Iterator[None]:
+    """While open, files of `fs`'s protocol open with HEADER_BLOCK read-ahead (fsspec's per-protocol
+    defaults), so a header read fetches the header, not the recording; the defaults return after.
+
+    Only for filesystems that take `default_block_size` (s3fs, gcsfs…); local files read what is asked.
+    """
+    takes_block = "default_block_size" in inspect.signature(type(fs).__init__).parameters
+    if isinstance(fs, LocalFileSystem) or not takes_block:
+        yield
+        return
+    protocols = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
+    saved = {p: dict(fsspec.config.conf[p]) if p in fsspec.config.conf else None for p in protocols}
+    for p in protocols:
+        fsspec.config.conf.setdefault(p, {})["default_block_size"] = HEADER_BLOCK
+    try:
+        yield
+    finally:
+        for p, conf in saved.items():
+            if conf is None:
+                fsspec.config.conf.pop(p, None)
+            else:
+                fsspec.config.conf[p] = conf
+
+
 def dry_run(
     recipe: Recipe,
     *,
@@ -216,14 +247,16 @@ def dry_run(
             f"counts need the real ingest); windows counted on the {task.windows.length_s:g}-s grid"
             + ("" if task.windows.mode == "covering" else f", not on the events ({task.windows.mode} mode)")
         )
+    fs = fsspec.core.url_to_fs(recipe.root)[0]
     if threads is None:
-        threads = 1 if isinstance(fsspec.core.url_to_fs(recipe.root)[0], LocalFileSystem) else 16
+        threads = 1 if isinstance(fs, LocalFileSystem) else 16
     plans: dict[tuple[Signal, ...], ChannelPlan] = {}
-    if threads > 1:
-        with ThreadPoolExecutor(threads) as pool:
-            predictions = list(pool.map(lambda s: predict_file(s, recipe, stride_s, plans), sources))
-    else:
-        predictions = [predict_file(s, recipe, stride_s, plans) for s in sources]
+    with header_sized_reads(fs):
+        if threads > 1:
+            with ThreadPoolExecutor(threads) as pool:
+                predictions = list(pool.map(lambda s: predict_file(s, recipe, stride_s, plans), sources))
+        else:
+            predictions = [predict_file(s, recipe, stride_s, plans) for s in sources]
     report = summarise(recipe, under_root, sources, predictions, shard_bytes, caveats)
     report["task"] = None if task is None else task.name
     if discover_error is not None:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
+import fsspec
 import numpy as np
 import pytest
+from infra.s3 import S3Server
 
 from eegfm.cli import main
 from eegfm.ingest.dryrun import dry_run, predict_file
@@ -216,3 +221,37 @@ def test_task_dry_run_predicts_the_labelled_ingest(
     assert report["task"] == "tuab" and any("labels are not read" in c for c in report["caveats"])
     code, out, _ = _cli(capsys, "--task", "tuab", "--root", str(tmp_path / "c"), "--dry-run")
     assert code == 0 and "dry run of task tuab over tuab" in out
+
+
+def _bytes_sent(server: S3Server, bucket: str) -> float:
+    """What the S3 server has sent from `bucket` so far (SeaweedFS's traffic counter)."""
+    with urllib.request.urlopen(server.metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    pattern = rf'^SeaweedFS_s3_bucket_traffic_sent_bytes_total\{{bucket="{bucket}"\}} (\S+)$'
+    match = re.search(pattern, text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+@pytest.mark.s3
+@pytest.mark.slow
+def test_dry_run_on_object_storage_fetches_headers_not_files(s3_env: S3Server, tmp_path: Path) -> None:
+    """s3fs reads ahead 50 MiB by default: a 256-byte header read would fetch whole recordings. The dry
+    run asks for header-sized blocks, so 3 files of 1.1 MB cost about 3 × 64 KiB of traffic."""
+    import s3fs
+
+    generate_corpus("generic", tmp_path / "c", seed=0, n_subjects=2, duration_s=120.0)
+    fs = s3fs.S3FileSystem()
+    fs.mkdir("dryrun")
+    sizes = 0
+    for path in sorted((tmp_path / "c").glob("*.*df")):
+        fs.put_file(str(path), f"dryrun/c/{path.name}")
+        sizes += path.stat().st_size
+    recipe = load_recipe("generic", root="s3://dryrun/c")
+    before = _bytes_sent(s3_env, "dryrun")
+    report = dry_run(recipe)
+    time.sleep(0.5)  # SeaweedFS counts just after each response
+    sent = _bytes_sent(s3_env, "dryrun") - before
+    assert report["files"]["would_write"] == 3 and report["files"]["matched"] == 4
+    assert sent <= 4 * 64 * 1024, f"the dry run fetched {sent:.0f} of {sizes} bytes"
+    # The setting is the dry run's alone: the process's other s3fs use keeps its defaults.
+    assert "default_block_size" not in fsspec.config.conf.get("s3", {})
