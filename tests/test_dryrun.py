@@ -255,3 +255,22 @@ def test_dry_run_on_object_storage_fetches_headers_not_files(s3_env: S3Server, t
     assert sent <= 4 * 64 * 1024, f"the dry run fetched {sent:.0f} of {sizes} bytes"
     # The setting is the dry run's alone: the process's other s3fs use keeps its defaults.
     assert "default_block_size" not in fsspec.config.conf.get("s3", {})
+
+
+def test_dry_run_agrees_with_the_ingest_on_real_files(real_edf_dir: Path, tmp_path: Path) -> None:
+    """The real EDF/BDF files (odd headers, a Nihon Kohden export, annotation-only and 5-s files): every
+    file's decision, kept and dropped channels and windows are the ingest's."""
+    recipe = load_recipe("generic", root=str(real_edf_dir))
+    manifest = run_shards(recipe, str(tmp_path / "out"), progress=False)
+    report = dry_run(recipe)
+    predicted = {p["path"]: p for p in report["per_file"]}
+    assert len(predicted) == len(manifest["files"]) > 10
+    for f in manifest["files"]:
+        p = predicted[f["path"]]
+        assert (p["reason"], p["channels"], p["dropped_channels"], p["windows"]) == (
+            f["reason"],
+            f["channels"],
+            f["dropped_channels"],
+            f["samples"],
+        ), f["path"]
+    assert report["estimate"]["hours"] == manifest["totals"]["hours"]
