@@ -14,9 +14,10 @@ ON ?=
 TASKS ?= 64
 LAUNCH ?= configs/launch/slurm_4x8_reve_base.yaml
 ARGS ?=
+DRY ?=
 PYTEST_ARGS ?=
 
-.PHONY: help setup lock demo shards tasks merge fixtures test test-gpu golden lint format bench-ingest bench-train bench-eval bench-stream simulate-stream submit-slurm submit-k8s docker clean
+.PHONY: help setup lock demo shards tasks merge fixtures test test-gpu golden lint format bench-ingest bench-dryrun bench-train bench-eval bench-stream simulate-stream submit-slurm submit-k8s docker clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -43,13 +44,13 @@ lock:  ## re-resolve the dependencies into requirements.lock (needs network)
 demo: $(STAMP)  ## the embedded default end to end: generate a small corpus, ingest it, report where things are
 	$(BIN)/eegfm demo --out $(DEMO_DIR)
 
-shards: $(STAMP)  ## ingest a corpus: make shards DATASET=tueg | TASK=tuab [ROOT=…] [OUT=…] [WORKERS=N] [ON=slurm TASKS=64]
-ifeq ($(ON),slurm)
+shards: $(STAMP)  ## ingest a corpus: make shards DATASET=tueg | TASK=tuab [ROOT=…] [OUT=…] [WORKERS=N] [ON=slurm TASKS=64] [DRY=1: headers only, report]
+ifeq ($(ON)$(if $(DRY),-dry),slurm)  # DRY=1 reads the headers here, even with ON=slurm
 	$(BIN)/eegfm submit slurm --ingest --config $(LAUNCH) ingest.dataset=$(DATASET) ingest.tasks=$(TASKS) \
 		$(if $(ROOT),ingest.root=$(ROOT)) $(if $(OUT),ingest.out=$(OUT))
 else
 	$(BIN)/eegfm shards $(if $(TASK),--task $(TASK),--dataset $(DATASET)) $(if $(ROOT),--root $(ROOT)) \
-		$(if $(OUT),--out $(OUT)) --workers $(WORKERS)
+		$(if $(OUT),--out $(OUT)) --workers $(WORKERS) $(if $(DRY),--dry-run)
 endif
 
 tasks: $(STAMP)  ## list the labelled tasks (make shards TASK=<name> ingests one)
@@ -74,6 +75,9 @@ format: $(STAMP)
 
 bench-ingest: $(STAMP)  ## ingest throughput vs a plain MNE pipeline, and peak memory vs recording length
 	$(BIN)/python -m eegfm.ingest.bench
+
+bench-dryrun: $(STAMP)  ## seconds for `eegfm shards --dry-run` over 1,000 EDF headers, one core
+	$(BIN)/python -m eegfm.ingest.bench_dryrun
 
 bench-train: $(STAMP)  ## loader windows/s per core, CPU model throughput, GPU tokens/s and MFU (when there is one)
 	$(BIN)/python -m eegfm.pretrain.bench

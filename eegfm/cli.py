@@ -22,11 +22,13 @@ def _shards(args: argparse.Namespace) -> int:
 
         task = load_task(args.task, args.overrides)
         recipe = dataset_recipe(task, root=args.root)
-        labeller = Labeller.prepare(task, recipe.root)
+        labeller = Labeller(task, recipe.root) if args.dry_run else Labeller.prepare(task, recipe.root)
         out = args.out or f"shards/{task.name}"
     else:
         recipe = load_recipe(args.dataset, args.overrides, root=args.root)
         out = args.out or f"shards/{recipe.name}"
+    if args.dry_run:
+        return _dry_run(recipe, None if labeller is None else labeller.task, args)
     manifest = run_shards(
         recipe,
         out,
@@ -41,6 +43,22 @@ def _shards(args: argparse.Namespace) -> int:
         _print_summary(manifest, out)
     else:
         print(f"task {args.task_index} of {args.num_tasks} done; when all are, run: eegfm merge --out {out}")
+    return 0
+
+
+def _dry_run(recipe, task, args: argparse.Namespace) -> int:
+    """`eegfm shards --dry-run`: the report from the headers; exit 1 when nothing would be written."""
+    import json
+
+    from eegfm.ingest.dryrun import dry_run, format_report
+
+    report = dry_run(recipe, task=task, shard_bytes=int(args.shard_mb * 1024 * 1024))
+    print(json.dumps(report, indent=1) if args.json else format_report(report))
+    if report["nothing_written"]:
+        print(
+            f"eegfm shards --dry-run: nothing would be written: {report['nothing_written']}", file=sys.stderr
+        )
+        return 1
     return 0
 
 
@@ -367,6 +385,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task-index", type=int, default=0, help="which partition this process ingests")
     p.add_argument("--shard-mb", type=float, default=256, help="target shard size in MiB")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="read headers only: report what would be written, write nothing",
+    )
+    p.add_argument("--json", action="store_true", help="--dry-run: the report as one JSON object")
     p.add_argument(
         "overrides",
         nargs="*",
