@@ -102,6 +102,14 @@ def _tasks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recipes(args: argparse.Namespace) -> int:
+    from eegfm.ingest.catalogue import catalogue, catalogue_json, catalogue_table
+
+    rows = catalogue()
+    print(catalogue_json(rows) if args.json else catalogue_table(rows))
+    return 0
+
+
 def _fixtures(args: argparse.Namespace) -> int:
     from eegfm.ingest.fixtures import generate_corpus
 
@@ -400,6 +408,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("tasks", help="list the task recipes: dataset, label source, windows, classes")
     p.set_defaults(func=_tasks)
+
+    p = verbs.add_parser("recipes", help="list the dataset recipes: format, hours, subjects, licence, root")
+    p.add_argument("--json", action="store_true", help="one JSON object per recipe, for scripts")
+    p.set_defaults(func=_recipes)
 
     p = verbs.add_parser("merge", help="write manifest.json (and the QC report) from finished task manifests")
     p.add_argument("--out", required=True, help="the output folder or URL the tasks wrote to")

@@ -222,13 +222,15 @@ def discover(recipe: Recipe) -> list[SourceFile]:
         found = fs.find(root, detail=True)
     files: list[SourceFile] = []
     pattern = re.compile(recipe.path_regex)
+    shared = _subjects_of_other_corpora(recipe)
     for full, info in sorted(found.items()):
         rel = strip_protocol(full)[len(base) :].lstrip("/")
         if not any(fnmatchcase(rel, g) for g in recipe.include) or any(
             fnmatchcase(rel, g) for g in recipe.exclude
         ):
             continue
-        files.append(_identify(recipe, pattern, rel, join_url(recipe.root, rel), int(info.get("size") or 0)))
+        size = int(info.get("size") or 0)
+        files.append(_identify(recipe, pattern, rel, join_url(recipe.root, rel), size, shared))
     if not files:
         raise RecipeError(
             f"recipe {recipe.name!r}: no files matching {list(recipe.include)} under root {recipe.root!r}. "
@@ -237,7 +239,23 @@ def discover(recipe: Recipe) -> list[SourceFile]:
     return files
 
 
-def _identify(recipe: Recipe, pattern: re.Pattern[str], rel: str, url: str, size: int) -> SourceFile:
+def _subjects_of_other_corpora(recipe: Recipe) -> dict[str, str]:
+    """Subject → corpus, for the recipes named in `exclude_from` (see `catalogue.excluded_subjects`)."""
+    if not recipe.exclude_from:
+        return {}
+    from eegfm.ingest.catalogue import excluded_subjects  # imports this module
+
+    return excluded_subjects(recipe)
+
+
+def _identify(
+    recipe: Recipe,
+    pattern: re.Pattern[str],
+    rel: str,
+    url: str,
+    size: int,
+    shared: dict[str, str] | None = None,
+) -> SourceFile:
     match = pattern.search(rel)
     stem = rel.rsplit("/", 1)[-1].rsplit(".", 1)[0]
     if match is None:
@@ -256,6 +274,8 @@ def _identify(recipe: Recipe, pattern: re.Pattern[str], rel: str, url: str, size
     subject = groups.get("subject", stem)
     subject = recipe.same_subject.get(subject, subject)
     reason = f"subject excluded by the recipe ({subject})" if subject in recipe.exclude_subjects else None
+    if reason is None and shared and subject in shared:
+        reason = f"subject also in {shared[subject]}, excluded by exclude_from ({subject})"
     return SourceFile(
         path=rel,
         url=url,

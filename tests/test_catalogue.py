@@ -1,0 +1,161 @@
+"""The recipe catalogue: every recipe loads with its sourced facts, its real example paths match its layout,
+the EDF/BDF ones ingest from a tree generated out of those paths, and exclude_from keeps another corpus's
+subjects out (counted as a skip)."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from eegfm.cli import main
+from eegfm.ingest.catalogue import catalogue, catalogue_table, excluded_subjects
+from eegfm.ingest.fixtures import Signal, generate_corpus, write_edf
+from eegfm.ingest.recipe import DATASETS_DIR, RecipeError, available_recipes, discover, load_recipe
+
+NAMES = available_recipes()
+_LOADED: dict = {}
+
+
+def _recipe(name: str):
+    """Each recipe loaded once per session (OmegaConf + typing costs ~70 ms a recipe)."""
+    if name not in _LOADED:
+        _LOADED[name] = load_recipe(name)
+    return _LOADED[name]
+
+
+FACTS = ("url", "licence", "hours", "subjects", "citation")
+
+
+def _yaml_text(name: str) -> str:
+    return (DATASETS_DIR / f"{name}.yaml").read_text()
+
+
+def test_the_catalogue_has_at_least_92_typed_recipes() -> None:
+    rows = catalogue()
+    assert len(rows) >= 92
+    assert len({r.name for r in rows}) == len(rows)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_recipe_states_its_facts_or_says_not_found(name: str) -> None:
+    recipe = _recipe(name)
+    assert recipe.name == name
+    text = _yaml_text(name)
+    if name in ("generic", "biosemi"):  # kinds of files, not published corpora
+        return
+    assert recipe.sources, f"{name}: no sources"
+    assert text.startswith("#"), f"{name}: no header comment"
+    for fact in FACTS:
+        value = getattr(recipe, fact)
+        if value in (None, ""):
+            line = next(line for line in text.splitlines() if line.startswith(f"{fact}:"))
+            assert "not found" in line or "not found" in text.split("\nname:")[0], (
+                f"{name}: {fact} empty, unexplained"
+            )
+
+
+def _layout_cases() -> list[tuple[str, str]]:
+    cases = []
+    for name in NAMES:
+        recipe = _recipe(name)
+        cases += [(name, p) for p in recipe.example_paths]
+    return cases
+
+
+@pytest.mark.parametrize(("name", "path"), _layout_cases())
+def test_example_paths_match_the_recipes_layout(name: str, path: str) -> None:
+    recipe = _recipe(name)
+    if recipe.layout == "bids":
+        assert re.search(r"(?:^|/)sub-[^/_]+/(?:ses-[^/]+/)?eeg/sub-[^/]+_eeg\.\w+$", path), path
+        return
+    assert any(fnmatch.fnmatchcase(path, g) for g in recipe.include), f"{path} not in {recipe.include}"
+    match = re.search(recipe.path_regex, path)
+    assert match is not None, f"{path} does not match {recipe.path_regex}"
+    stem = path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    assert match.groupdict().get("subject", stem), f"{path}: no subject id"
+
+
+def _edf_recipes() -> list[str]:
+    out = []
+    for name in NAMES:
+        r = _recipe(name)
+        edf = all(p.lower().endswith((".edf", ".bdf")) for p in r.example_paths)
+        if r.layout == "files" and r.example_paths and r.example_channels and edf:
+            out.append(name)
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", _edf_recipes())
+def test_edf_recipes_ingest_a_tree_generated_from_their_example_paths(name: str, tmp_path: Path) -> None:
+    """10-s files with the corpus's real labels at its rate: every example is found, gets its subject, and
+    at least one EEG channel is kept (no label of the corpus goes unrecognised)."""
+    from eegfm.ingest.run import run_shards
+
+    recipe = load_recipe(name, root=str(tmp_path / "corpus"))
+    sfreq = 256.0
+    rng = np.random.default_rng(0)
+    for rel in recipe.example_paths:
+        signals = [
+            Signal(label, rng.normal(0, 20, int(10 * sfreq)), sfreq) for label in recipe.example_channels
+        ]
+        write_edf(tmp_path / "corpus" / rel, signals, bdf=rel.lower().endswith(".bdf"))
+    found = {f.path: f for f in discover(recipe)}
+    assert sorted(found) == sorted(recipe.example_paths)
+    assert all(f.subject and f.skip_reason is None for f in found.values())
+    manifest = run_shards(recipe, str(tmp_path / "out"), workers=1, progress=False)
+    written = [f for f in manifest["files"] if f["status"] == "written"]
+    assert written, manifest["files"]
+    assert all(len(f["channels"]) >= 1 for f in written)
+
+
+def test_exclude_from_leaves_out_the_other_corpus_subjects_and_counts_them(tmp_path: Path) -> None:
+    generate_corpus("tueg", tmp_path / "tueg", n_subjects=3, duration_s=10.0)
+    generate_corpus("tuab", tmp_path / "tuab", n_subjects=2, duration_s=10.0)
+    tuab = {f.subject for f in discover(load_recipe("tuab", root=str(tmp_path / "tuab" / "edf")))}
+    assert tuab  # the fixtures share TUH ids: every TUAB subject is also in TUEG
+    plain = discover(load_recipe("tueg", root=str(tmp_path / "tueg" / "edf")))
+    assert tuab <= {f.subject for f in plain} and all(f.skip_reason is None for f in plain if f.split)
+
+    entry = f"tuab={tmp_path / 'tuab' / 'edf'}"
+    recipe = load_recipe("tueg", [f"exclude_from=[{entry}]"], root=str(tmp_path / "tueg" / "edf"))
+    assert set(excluded_subjects(recipe)) == tuab
+    files = discover(recipe)
+    shared = [f for f in files if f.subject in tuab]
+    assert shared and all(f.split is None and "also in tuab" in f.skip_reason for f in shared)
+    assert any(f.split for f in files if f.subject not in tuab)
+
+    from eegfm.ingest.run import run_shards
+
+    out = tmp_path / "out"
+    manifest = run_shards(recipe, str(out), workers=1, progress=False)
+    skipped = [f for f in manifest["files"] if f["status"] == "skipped" and "also in tuab" in f["reason"]]
+    assert len(skipped) == len(shared)
+
+    # A manifest of the other corpus works the same way.
+    other = tmp_path / "tuab-manifest.json"
+    other.write_text(json.dumps({"files": [{"subject": s} for s in sorted(tuab)]}))
+    by_manifest = load_recipe("tueg", [f"exclude_from=[{other}]"], root=str(tmp_path / "tueg" / "edf"))
+    assert set(excluded_subjects(by_manifest)) == tuab
+
+
+def test_exclude_from_a_missing_manifest_is_one_recipe_error(tmp_path: Path) -> None:
+    recipe = load_recipe("tueg", [f"exclude_from=[{tmp_path / 'none.json'}]"], root=str(tmp_path))
+    with pytest.raises(RecipeError, match="exclude_from manifest"):
+        excluded_subjects(recipe)
+
+
+def test_eegfm_recipes_prints_the_table_and_json(capsys: pytest.CaptureFixture[str]) -> None:
+    table = catalogue_table(catalogue())
+    assert table.splitlines()[0].split()[:3] == ["name", "kind", "hours"]
+    assert "ds005505" in table and "CC-BY-SA 4.0" in table and "recipes; published totals" in table
+    assert main(["recipes", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == len(NAMES) >= 92
+    hbn = next(r for r in rows if r["name"] == "ds005505")
+    assert hbn["kind"] == "bids" and hbn["subjects"] == 136 and hbn["licence"] == "CC-BY-SA 4.0"
