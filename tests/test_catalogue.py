@@ -46,7 +46,7 @@ def test_every_recipe_states_its_facts_or_says_not_found(name: str) -> None:
     recipe = _recipe(name)
     assert recipe.name == name
     text = _yaml_text(name)
-    if name in ("generic", "biosemi"):  # kinds of files, not published corpora
+    if name in ("generic", "biosemi", "bids"):  # kinds of files or layouts, not published corpora
         return
     assert recipe.sources, f"{name}: no sources"
     assert text.startswith("#"), f"{name}: no header comment"
