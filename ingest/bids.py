@@ -34,8 +34,9 @@ import fsspec
 import numpy as np
 from fsspec.implementations.local import LocalFileSystem
 
+from eegfm.ingest.formats_mne import _vhdr_sidecars
 from eegfm.ingest.recipe import Recipe, RecipeError, SourceFile, assign_split
-from eegfm.ingest.signals import RecordingReader, Signal
+from eegfm.ingest.signals import ReadError, RecordingReader, Signal
 from eegfm.storage import join_url, strip_protocol
 
 Position = tuple[float, float, float]
@@ -145,13 +146,22 @@ def _source(
 
 
 def _recording_size(path: Path) -> int:
-    """Bytes of the data file and its companions (.vmrk/.eeg, .fdt): what changes when the recording does."""
+    """Bytes of the data file and its companions: what changes when the recording does."""
+    return sum(os.path.getsize(p) for p in (path, *recording_companions(path)) if os.path.exists(p))
+
+
+def recording_companions(path: Path) -> list[Path]:
+    """The files beside a data file that its reader opens: the .eeg and .vmrk a BrainVision header names
+    (by name, as `formats_mne` reads them: a renamed recording's header may still name the old stem; its
+    stem's where the header is unreadable), an EEGLAB set's `<stem>.fdt` (the one BIDS requires, and MNE's
+    fall-back)."""
     stem, extension = os.path.splitext(path)
-    total = path.stat().st_size
-    for companion in _COMPANIONS.get(extension.lower(), ()):
-        if os.path.exists(stem + companion):
-            total += os.path.getsize(stem + companion)
-    return total
+    if extension.lower() == ".vhdr":
+        try:
+            return [path.parent / name for name in _vhdr_sidecars(path)]
+        except (ReadError, OSError):
+            pass
+    return [Path(stem + companion) for companion in _COMPANIONS.get(extension.lower(), ())]
 
 
 def read_sidecars(bids_path: Any, base: Path, participant: dict[str, str | None]) -> BidsSidecar:

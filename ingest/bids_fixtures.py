@@ -1,21 +1,25 @@
 """A small BIDS EEG dataset written by mne-bids, with the sidecar facts a real OpenNeuro dataset carries.
 
-Every recording is written by `mne_bids.write_raw_bids` (EDF via edfio, BDF), then a few sidecars are
-edited the way real datasets differ from what mne-bids writes (millimetres, a native digitiser frame with
-landmarks, a reference, a participants table). `write_bids_tree` returns what a correct reader must find —
-above all each subject's digitised positions in MNE's head frame, computed here without MNE's transforms,
-so that a test compares the ingest's transform with an independent truth.
+Every recording is written by `mne_bids.write_raw_bids` in the tree's `data_format` (EDF via edfio, BDF,
+BrainVision via pybv, EEGLAB via eeglabio), then a few sidecars are edited the way real datasets differ
+from what mne-bids writes (millimetres, a native digitiser frame with landmarks, a reference, a
+participants table). `write_bids_tree` returns what a correct reader must find — above all each subject's
+digitised positions in MNE's head frame, computed here without MNE's transforms, so that a test compares
+the ingest's transform with an independent truth — and the µV written into each file.
 
 Subjects (all task `rest` unless said):
-- 01: sessions 1 and 2; EDF; CapTrak positions in mm with landmarks; EEGReference average; events.tsv;
+- 01: sessions 1 and 2; CapTrak positions in mm with landmarks; EEGReference average; events.tsv;
   plus one recording of task `oddball` (for `bids_tasks` filters).
-- 02: runs 1 and 2, no session; EDF; positions in a native digitiser frame (`Other`, mm, rotated and
+- 02: runs 1 and 2, no session; positions in a native digitiser frame (`Other`, mm, rotated and
   shifted) with NAS/LPA/RPA in coordsystem.json; EEGReference Cz.
-- 03: BDF; no electrodes.tsv (template positions); PowerLineFrequency 60 (the recipe says 50).
-- 04: EDF; positions in `Other` without landmarks (cannot reach the head frame: template with a note);
+- 03: BDF in the EDF tree (a mixed dataset); no electrodes.tsv (template positions); PowerLineFrequency 60
+  (the recipe says 50).
+- 04: positions in `Other` without landmarks (cannot reach the head frame: template with a note);
   eeg.json's SamplingFrequency disagrees with the file; channels.tsv names a channel the file lacks.
 Every recording has an EOG channel named `Fpz`, a MISC channel named `Iz` (scalp names, typed otherwise in
-channels.tsv) and one channel marked bad (`C4`, with a status_description).
+channels.tsv) and one channel marked bad (`C4`, with a status_description). In the EEGLAB tree the data of
+sub-01 and sub-02 lie in a .fdt beside the .set (EEGLAB's layout for saved sets), those of sub-03 and
+sub-04 inside the .set (eeglabio's).
 """
 
 from __future__ import annotations
@@ -41,6 +45,9 @@ BAD_DESCRIPTION = "bridged with C2"
 # Head-frame landmarks (metres): they define the frame (origin at the nasion's foot on LPA-RPA, x to RPA).
 NASION, LPA, RPA = (0.0, 0.114, 0.0), (-0.0825, 0.0, 0.0), (0.0825, 0.0, 0.0)
 OFFSET_M = 0.005  # each digitised electrode lies this far from the template's
+CHANNELS = (*EEG, EOG, MISC)
+# mne-bids' write formats; EDF's tree keeps sub-03 in BDF.
+DATA_FORMATS = ("EDF", "BDF", "BrainVision", "EEGLAB")
 
 
 @dataclass
@@ -60,6 +67,8 @@ class BidsTruth:
     """Subject → EEGReference in its eeg.json (absent: n/a)."""
     participants: dict[str, dict[str, str]] = field(default_factory=dict)
     """participant_id → its participants.tsv row."""
+    written_uv: dict[str, np.ndarray] = field(default_factory=dict)
+    """Relative path of each recording → the µV written into it (channels `CHANNELS` × samples)."""
 
 
 def _rotation(degrees: tuple[float, float, float]) -> np.ndarray:
@@ -83,24 +92,30 @@ def digitised_cap(seed: int) -> dict[str, tuple[float, float, float]]:
     return cap
 
 
-def write_bids_tree(root: Path, *, duration_s: float = 24.0, sfreq: float = 256.0) -> BidsTruth:
-    """Write the dataset under `root` (created); returns what a reader must find in it."""
+def write_bids_tree(
+    root: Path, *, duration_s: float = 24.0, sfreq: float = 256.0, data_format: str = "EDF"
+) -> BidsTruth:
+    """Write the dataset under `root` (created) with its data files in `data_format` (one of
+    `DATA_FORMATS`); returns what a reader must find in it."""
     import mne
     import mne_bids
 
+    if data_format not in DATA_FORMATS:
+        raise ValueError(f"data_format {data_format!r}: one of {', '.join(DATA_FORMATS)}")
+    other = "BDF" if data_format == "EDF" else data_format
     truth = BidsTruth(root=root)
     caps = {"01": digitised_cap(1), "02": digitised_cap(2), "04": digitised_cap(4)}
     plan = [  # subject, session, task, run, format
-        ("01", "1", "rest", None, "EDF"),
-        ("01", "2", "rest", None, "EDF"),
-        ("01", "1", "oddball", None, "EDF"),
-        ("02", None, "rest", "1", "EDF"),
-        ("02", None, "rest", "2", "EDF"),
-        ("03", None, "rest", None, "BDF"),
-        ("04", None, "rest", None, "EDF"),
+        ("01", "1", "rest", None, data_format),
+        ("01", "2", "rest", None, data_format),
+        ("01", "1", "oddball", None, data_format),
+        ("02", None, "rest", "1", data_format),
+        ("02", None, "rest", "2", data_format),
+        ("03", None, "rest", None, other),
+        ("04", None, "rest", None, data_format),
     ]
     folders: dict[Path, str] = {}
-    names = [*EEG, EOG, MISC]
+    names = list(CHANNELS)
     types = ["eeg"] * len(EEG) + ["eog", "misc"]
     for i, (subject, session, task, run, fmt) in enumerate(plan):
         mains = 60.0 if subject == "03" else 50.0
@@ -127,8 +142,14 @@ def write_bids_tree(root: Path, *, duration_s: float = 24.0, sfreq: float = 256.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             mne_bids.write_raw_bids(raw, path, format=fmt, allow_preload=True, overwrite=True, verbose=False)
-        truth.recordings[path.fpath.relative_to(root).as_posix()] = subject
+        rel = path.fpath.relative_to(root).as_posix()
+        truth.recordings[rel] = subject
+        truth.written_uv[rel] = data
         folders[Path(path.fpath).parent] = subject
+    if data_format == "EEGLAB":  # EEGLAB's own layout for saved sets: the data in a .fdt beside the .set
+        for rel, subject in truth.recordings.items():
+            if subject in ("01", "02"):
+                move_data_to_fdt(root / rel)
     for folder, subject in folders.items():  # once each, after mne-bids has written all of a folder
         _edit_sidecars(folder, subject)
     truth.digitised = {s: caps[s] for s in ("01", "02")}
@@ -136,6 +157,20 @@ def write_bids_tree(root: Path, *, duration_s: float = 24.0, sfreq: float = 256.
     truth.references = {"01": "average", "02": "Cz"}
     truth.participants = _write_participants(root)
     return truth
+
+
+def move_data_to_fdt(set_file: Path) -> Path:
+    """Move an EEGLAB .set's embedded data (as eeglabio writes it) into `<stem>.fdt`, as EEGLAB saves large
+    sets: float32 frames of every channel, one per sample, and the .set's `data` field naming the file."""
+    import scipy.io
+
+    fields = scipy.io.loadmat(str(set_file), appendmat=False)
+    fields = {k: v for k, v in fields.items() if not k.startswith("__")}
+    fdt = set_file.with_suffix(".fdt")
+    np.asarray(fields["data"], dtype="<f4").T.tofile(fdt)
+    fields["data"] = fdt.name
+    scipy.io.savemat(str(set_file), fields, appendmat=False, oned_as="row")
+    return fdt
 
 
 def _edit_sidecars(folder: Path, subject: str) -> None:

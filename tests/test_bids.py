@@ -1,6 +1,7 @@
 """Layout `bids`: a BIDS tree written by mne-bids (`ingest/bids_fixtures.py`) → shards through `eegfm shards
 --dataset bids`, with ids from the entities, channels.tsv's types and bad marks, eeg.json's mains and
-reference, and each subject's digitised electrode positions in MNE's head frame."""
+reference, and each subject's digitised electrode positions in MNE's head frame; the same tree in
+BrainVision and EEGLAB (.set with and without .fdt) gives the same shards."""
 
 from __future__ import annotations
 
@@ -17,9 +18,19 @@ import pytest
 from shardcheck import check_contract, read_shard
 
 from eegfm.ingest import contract
-from eegfm.ingest.bids import head_frame_positions
-from eegfm.ingest.bids_fixtures import BAD, BAD_DESCRIPTION, EOG, MISC, OFFSET_M, BidsTruth, write_bids_tree
-from eegfm.ingest.channel_plan import plan_channels
+from eegfm.ingest.bids import head_frame_positions, with_sidecar
+from eegfm.ingest.bids_fixtures import (
+    BAD,
+    BAD_DESCRIPTION,
+    CHANNELS,
+    EOG,
+    MISC,
+    OFFSET_M,
+    BidsTruth,
+    write_bids_tree,
+)
+from eegfm.ingest.channel_plan import plan_channels, unit_scale
+from eegfm.ingest.formats import open_recording
 from eegfm.ingest.positions import montage_positions
 from eegfm.ingest.recipe import discover, load_recipe
 from eegfm.ingest.signals import Signal
@@ -36,8 +47,11 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> BidsTruth:
 def ingested(tree: BidsTruth, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], list[dict]]:
     """`eegfm shards --dataset bids --root <tree>` (what `make shards DATASET=bids ROOT=…` runs): the
     manifest and every sample as (meta, positions, eeg)."""
-    out = tmp_path_factory.mktemp("bids-shards")
-    command = [sys.executable, "-m", "eegfm.cli", "shards", "--dataset", "bids", "--root", str(tree.root)]
+    return shards_of(tree.root, tmp_path_factory.mktemp("bids-shards"))
+
+
+def shards_of(root: Path, out: Path) -> tuple[dict[str, Any], list[dict]]:
+    command = [sys.executable, "-m", "eegfm.cli", "shards", "--dataset", "bids", "--root", str(root)]
     done = subprocess.run([*command, "--out", str(out), "--no-progress"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     manifest = check_contract(out)
@@ -216,3 +230,105 @@ def test_plan_channels_takes_a_recordings_own_positions(tmp_path: Path) -> None:
     assert positions["Cz"] == montage_positions(recipe.positions)["Cz"]  # not measured: template
     assert plan.measured == [True, False, True]
     assert plan_channels(signals, recipe).measured == []
+
+
+# -- The same tree in BrainVision and EEGLAB ---------------------------------------------------------------
+
+DATA_EXTENSIONS = {"BrainVision": ".vhdr", "EEGLAB": ".set"}
+
+
+@pytest.fixture(scope="module", params=list(DATA_EXTENSIONS))
+def other_format(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[BidsTruth, dict[str, Any], list[dict]]:
+    """The tree of `tree` with its data files in BrainVision or EEGLAB, ingested once per format."""
+    fmt = request.param
+    tree = write_bids_tree(tmp_path_factory.mktemp(f"bids-{fmt}") / "ds", data_format=fmt)
+    return (tree, *shards_of(tree.root, tmp_path_factory.mktemp(f"bids-{fmt}-shards")))
+
+
+@pytest.mark.slow
+def test_brainvision_and_eeglab_trees_reach_the_shards_like_the_edf_tree(
+    other_format: tuple[BidsTruth, dict, list[dict]], ingested: tuple[dict, list[dict]]
+) -> None:
+    """Digitised positions within 1 mm, the same channels dropped for the same reasons, and the same µV:
+    every window equals the EDF tree's within one float16 step (same simulated signals; EDF's 16-bit steps
+    and float16 rounding are the only differences)."""
+    tree, manifest, samples = other_format
+    extension = {Path(rel).suffix for rel in tree.recordings}
+    assert len(extension) == 1 and extension <= set(DATA_EXTENSIONS.values())
+    for f in manifest["files"]:
+        assert f["status"] == "written", f
+        assert f["dropped_channels"][BAD] == f"marked bad: status bad in channels.tsv ({BAD_DESCRIPTION})"
+        assert f["dropped_channels"][EOG].startswith("channel type eog (not EEG)")
+        assert f["dropped_channels"][MISC].startswith("channel type misc (not EEG)")
+    grouped = by_subject(samples)
+    for subject, cap in tree.digitised.items():
+        assert grouped[subject], f"no shards of sub-{subject}"
+        for sample in grouped[subject]:
+            assert sample["meta"]["positions_source"] == "digitized"
+            truth = np.array([cap[name] for name in sample["meta"]["channels"]])
+            assert np.linalg.norm(sample["pos"] - truth, axis=1).max() * 1000 < 1.0
+    for subject in tree.template_fallback:
+        assert {s["meta"]["positions_source"] for s in grouped[subject]} == {f"template:{TEMPLATE}"}
+
+    edf_manifest, edf_samples = ingested
+    edf_windows = {(s["meta"]["recording"], s["meta"]["window_index"]): s for s in edf_samples}
+    assert len(samples) == len(edf_samples) == len(edf_windows)
+    assert {f["recording"]: f["dropped_channels"] for f in manifest["files"]} == {
+        f["recording"]: f["dropped_channels"] for f in edf_manifest["files"]
+    }
+    for sample in samples:
+        edf = edf_windows[(sample["meta"]["recording"], sample["meta"]["window_index"])]
+        assert sample["meta"]["channels"] == edf["meta"]["channels"]
+        np.testing.assert_allclose(sample["pos"], edf["pos"], atol=1e-6)
+        np.testing.assert_allclose(sample["eeg"], edf["eeg"], rtol=1e-3, atol=0.02)  # one float16 step
+
+
+@pytest.mark.slow
+def test_brainvision_and_eeglab_readers_give_back_the_written_microvolts(
+    other_format: tuple[BidsTruth, dict, list[dict]],
+) -> None:
+    """What the ingest reads (format reader + channels.tsv, each signal in µV by its unit) is the µV
+    written into the file, to float32 precision; discovery's size counts the companions the reader opens."""
+    tree = other_format[0]
+    recipe = load_recipe("bids", root=str(tree.root))
+    sources = discover(recipe)
+    assert {s.path for s in sources} == set(tree.recordings)
+    for source in sources:
+        data_file = tree.root / source.path
+        companions = {".vhdr": (".vmrk", ".eeg"), ".set": (".fdt",)}[data_file.suffix]
+        expected = [data_file, *(p for e in companions if (p := data_file.with_suffix(e)).exists())]
+        assert source.size == sum(p.stat().st_size for p in expected), source.path
+        with open_recording(source, recipe) as opened:
+            reader = with_sidecar(opened, source.bids)
+            assert [s.label for s in reader.signals] == list(CHANNELS)
+            volts = [
+                (i, s, scale[0])
+                for i, s in enumerate(reader.signals)
+                if isinstance(scale := unit_scale(s), tuple)
+            ]
+            assert len(volts) >= len(CHANNELS) - 1  # MISC may have no unit: dropped as such
+            n = round(reader.duration_s * reader.signals[0].sfreq)
+            read = reader.read([s for _, s, _ in volts], [scale for _, _, scale in volts], 0, n)
+        written = tree.written_uv[source.path][[i for i, _, _ in volts]]
+        np.testing.assert_allclose(read.T, written, rtol=1e-5, atol=1e-3)
+    fdt_files = list(tree.root.rglob("*.fdt"))  # sub-01's and sub-02's EEGLAB data (5 recordings)
+    assert len(fdt_files) == (5 if data_file.suffix == ".set" else 0), fdt_files
+
+
+@pytest.mark.slow
+def test_a_brainvision_recording_counts_the_data_file_its_header_names(tmp_path: Path) -> None:
+    """A renamed recording whose header still names the old .eeg (the reader follows the header): its size
+    counts that file, so a change to it changes the run's inputs."""
+    tree = write_bids_tree(tmp_path / "ds", duration_s=12.0, data_format="BrainVision")
+    rel = next(r for r, subject in tree.recordings.items() if subject == "03")
+    vhdr = tree.root / rel
+    vhdr.with_suffix(".eeg").rename(vhdr.with_name("recorded.eeg"))
+    vhdr.write_text(vhdr.read_text().replace(f"DataFile={vhdr.stem}.eeg", "DataFile=recorded.eeg"))
+    recipe = load_recipe("bids", root=str(tree.root))
+    (source,) = [s for s in discover(recipe) if s.path == rel]
+    files = [vhdr, vhdr.with_suffix(".vmrk"), vhdr.with_name("recorded.eeg")]
+    assert source.size == sum(p.stat().st_size for p in files)
+    with open_recording(source, recipe) as reader:
+        assert reader.duration_s == pytest.approx(12.0)
