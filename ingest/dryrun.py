@@ -29,6 +29,7 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from eegfm.errors import StorageError
+from eegfm.ingest import bids
 from eegfm.ingest.channel_plan import ChannelPlan, plan_channels
 from eegfm.ingest.formats import format_of, open_recording
 from eegfm.ingest.manifest import reason_kind
@@ -102,7 +103,11 @@ def predict_file(
     try:
         prediction.format = format_of(source.path, recipe.format)
         with open_recording(source, recipe) as reader:
-            _predict_open_file(prediction, reader, recipe, stride_s, plans)
+            positions = None
+            if source.bids is not None:  # as the ingest: channels.tsv over the signals, digitised positions
+                reader = bids.with_sidecar(reader, source.bids)
+                positions = bids.measured_positions(source.bids)
+            _predict_open_file(prediction, reader, recipe, stride_s, plans, positions)
     except ReadError as e:
         prediction.reason = f"unreadable: {e}"
     except OSError as e:
@@ -122,6 +127,7 @@ def _predict_open_file(
     recipe: Recipe,
     stride_s: float | None,
     plans: dict[tuple[Signal, ...], ChannelPlan] | None,
+    positions: Any = None,
 ) -> None:
     config = recipe.preprocess
     p.notes = list(reader.notes)
@@ -132,11 +138,11 @@ def _predict_open_file(
     if p.duration_s <= 0:
         p.reason = "no complete data record"
         return
-    key = tuple(reader.signals)
-    plan = plans.get(key) if plans is not None else None
+    key = tuple(reader.signals)  # a recording's own positions make its plan its own: not cached
+    plan = plans.get(key) if plans is not None and positions is None else None
     if plan is None:
-        plan = plan_channels(reader.signals, recipe)
-        if plans is not None:
+        plan = plan_channels(reader.signals, recipe, positions)
+        if plans is not None and positions is None:
             plans[key] = plan
     p.notes += plan.notes
     p.dropped_channels = dict(plan.dropped)

@@ -30,6 +30,7 @@ from eegfm.ingest.bids_fixtures import (
     write_bids_tree,
 )
 from eegfm.ingest.channel_plan import plan_channels, unit_scale
+from eegfm.ingest.dryrun import dry_run
 from eegfm.ingest.formats import open_recording
 from eegfm.ingest.positions import montage_positions
 from eegfm.ingest.recipe import discover, load_recipe
@@ -332,3 +333,20 @@ def test_a_brainvision_recording_counts_the_data_file_its_header_names(tmp_path:
     assert source.size == sum(p.stat().st_size for p in files)
     with open_recording(source, recipe) as reader:
         assert reader.duration_s == pytest.approx(12.0)
+
+
+@pytest.mark.slow
+def test_the_dry_run_predicts_the_bids_ingest(tree: BidsTruth, ingested: tuple[dict, list[dict]]) -> None:
+    """The dry run applies channels.tsv and the digitised positions as the ingest does: its kept and
+    dropped channels and its positions equal the manifest's (without the sidecars it predicted the bad C4
+    and the EOG Fpz as kept)."""
+    manifest, _ = ingested
+    report = dry_run(load_recipe("bids", root=str(tree.root)))
+    predicted = {f["path"]: f for f in report["per_file"]}
+    for line in manifest["files"]:
+        guess = predicted[line["path"]]
+        assert guess["status"] == "would_write" and line["status"] == "written"
+        assert guess["channels"] == line["channels"], line["path"]
+        assert guess["dropped_channels"] == {
+            k: v for k, v in line["dropped_channels"].items() if not v.startswith("flat/dead")
+        }, line["path"]
