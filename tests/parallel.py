@@ -21,6 +21,7 @@ TESTS = Path(__file__).resolve().parent
 GROUPS = 2
 # Seconds per file, measured with `pytest --durations` (2-core VM, one process): balances the groups.
 SECONDS = {
+    "test_mamba_pretrain.py": 300,
     "test_tokenizers.py": 195,
     "test_seed_pretrain.py": 178,
     "test_pretrain.py": 158,
@@ -29,7 +30,12 @@ SECONDS = {
     "test_validation.py": 116,
     "test_slurm.py": 84,
     "test_probe.py": 75,
+    "test_formats_mne.py": 51,
     "test_resume_and_storage.py": 49,
+    "test_catalogue.py": 48,
+    "test_bids.py": 45,
+    "test_dryrun.py": 36,
+    "test_formats_other.py": 22,
     "test_finetune.py": 38,
     "test_ingest_debris.py": 28,
     "test_pretrain_config.py": 16,
