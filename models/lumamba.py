@@ -51,6 +51,7 @@ class LuMambaConfig:
     hidden_norm: bool = True  # the authors' LayerNorms inside LUNA's two MLPs
     position_noise: float = 0.02
     dropout: float = 0.1
+    refine_dropout: float = 0.1  # LUNA's query self-attention layers (models/luna.py LunaConfig)
     depth: int = 2  # bidirectional Mamba blocks
     expand: int = 2
     d_state: int = 16
@@ -69,6 +70,7 @@ class LuMambaConfig:
             hidden_norm=self.hidden_norm,
             position_noise=self.position_noise,
             dropout=self.dropout,
+            refine_dropout=self.refine_dropout,
         )
 
     @property

@@ -48,6 +48,10 @@ class LunaConfig:
     hidden_norm: bool = True  # the authors' LayerNorm inside two MLPs (braindecode 1.8.1 has none)
     position_noise: float = 0.02  # std of the noise on normalised positions while masking
     dropout: float = 0.1  # cross-attention block (the authors' dropout_p)
+    # The 3 query self-attention layers after it: PyTorch's TransformerEncoderLayer default, 0.1, which the
+    # authors' layers keep whatever dropout_p is (braindecode's LUNA: `query_self_attn`). Its own setting,
+    # so that `model.overrides={dropout: 0.0, refine_dropout: 0.0}` turns every dropout off.
+    refine_dropout: float = 0.1
 
     @property
     def latent_dim(self) -> int:
@@ -159,7 +163,13 @@ class ChannelUnification(nn.Module):
         self.attention = nn.MultiheadAttention(dim, config.heads, dropout=config.dropout, batch_first=True)
         self.ffn = Mlp(dim, hidden, dim, hidden_norm=config.hidden_norm, dropout=config.dropout)
         layer = nn.TransformerEncoderLayer(
-            dim, config.heads, hidden, activation="gelu", batch_first=True, norm_first=True
+            dim,
+            config.heads,
+            hidden,
+            dropout=config.refine_dropout,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
         )
         self.refine = nn.TransformerEncoder(layer, num_layers=3, enable_nested_tensor=False)
 
