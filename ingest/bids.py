@@ -63,7 +63,7 @@ class BidsSidecar:
     entities: dict[str, str] = field(default_factory=dict)
     """The recording's BIDS entities (subject, session, task, run, acquisition) that it names."""
     channel_types: dict[str, str] = field(default_factory=dict)
-    """channels.tsv: channel name → its `type`, lower case (eeg, eog, ecg, misc…)."""
+    """channels.tsv: channel name → its `type`, lower case (eeg, eog, misc…), after the recipe's retyping."""
     bad_channels: dict[str, str] = field(default_factory=dict)
     """channels.tsv: channel name → why its `status` is bad (its status_description, or `status bad`)."""
     power_line_hz: float | None = None
@@ -129,7 +129,9 @@ def _source(
     recipe: Recipe, base: Path, rel: str, bids_path: Any, participants: dict[str, dict[str, str | None]]
 ) -> SourceFile:
     subject = bids_path.subject
-    sidecar = read_sidecars(bids_path, base, participants.get(f"sub-{subject}", {}))
+    sidecar = read_sidecars(
+        bids_path, base, participants.get(f"sub-{subject}", {}), type_overrides=recipe.bids_channel_types
+    )
     excluded = subject in recipe.exclude_subjects or f"sub-{subject}" in recipe.exclude_subjects
     return SourceFile(
         path=rel,
@@ -164,8 +166,20 @@ def recording_companions(path: Path) -> list[Path]:
     return [Path(stem + companion) for companion in _COMPANIONS.get(extension.lower(), ())]
 
 
-def read_sidecars(bids_path: Any, base: Path, participant: dict[str, str | None]) -> BidsSidecar:
-    """One recording's sidecar facts; a missing or unreadable sidecar is a note, never a failure."""
+def read_sidecars(
+    bids_path: Any,
+    base: Path,
+    participant: dict[str, str | None],
+    type_overrides: Mapping[str, str] | None = None,
+) -> BidsSidecar:
+    """One recording's sidecar facts; a missing or unreadable sidecar is a note, never a failure.
+
+    `type_overrides` (the recipe's `bids_channel_types`, keys in any case) replaces channels.tsv types
+    that the dataset gets wrong, before they become the signals' kinds, here at discovery, so that the
+    ingest and the dry run see the same types; a note says how many channels it retyped.
+    """
+    overrides = {k.strip().lower(): v.strip().lower() for k, v in (type_overrides or {}).items()}
+    retyped: dict[tuple[str, str], int] = {}
     notes: list[str] = []
     entities = {
         name: value
@@ -188,10 +202,18 @@ def read_sidecars(bids_path: Any, base: Path, participant: dict[str, str | None]
             if not name:
                 continue
             kind = (row.get("type") or "").strip().lower()
+            if kind in overrides:
+                retyped[kind, overrides[kind]] = retyped.get((kind, overrides[kind]), 0) + 1
+                kind = overrides[kind]
             types[name] = _TYPE_KIND.get(kind, kind)
             if (row.get("status") or "").strip().lower() == "bad":
                 why = _value(row.get("status_description"))
                 bads[name] = f"status bad in channels.tsv ({why})" if why else "status bad in channels.tsv"
+        notes.extend(
+            f"channels.tsv type {old.upper()} read as {new.upper()} (recipe bids_channel_types): "
+            f"{n} channel{'s' if n != 1 else ''}"
+            for (old, new), n in retyped.items()
+        )
     info: dict[str, Any] = {}
     eeg_json = _sidecar(bids_path, "eeg", ".json", notes)
     if eeg_json is not None:

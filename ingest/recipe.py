@@ -87,6 +87,8 @@ class Recipe:
     """File format: auto (by extension), edf, bdf, brainvision, eeglab, gdf, cnt, fif, wfdb, mat."""
     bids_tasks: tuple[str, ...] = ()
     """Layout bids: only recordings of these BIDS `task` entities (empty: every task)."""
+    bids_channel_types: dict[str, str] = field(default_factory=dict)
+    """Layout bids: channels.tsv type → the type to use instead, where sidecars mistype (ds002680: MISC)."""
     exclude_from: tuple[str, ...] = ()
     """Recipes whose subjects are left out here (their manifest or file list), e.g. tuab inside tueg."""
     url: str = ""
@@ -139,6 +141,12 @@ class Recipe:
             re.compile(self.path_regex)
         except re.error as e:
             raise RecipeError(f"recipe {self.name}: path_regex does not compile: {e}") from None
+        blank = [k for k, v in self.bids_channel_types.items() if not str(k).strip() or not str(v).strip()]
+        if blank:
+            raise RecipeError(
+                f"recipe {self.name}: bids_channel_types maps a channels.tsv type to another, e.g. "
+                f"{{MISC: EEG}}; blank type in {blank}"
+            )
         if self.format == "mat" and not ((self.mat.data or self.mat.trials) and self.mat.sfreq):
             raise RecipeError(
                 f"recipe {self.name}: format mat needs `mat.data` or `mat.trials` (where the signals are) "
@@ -176,6 +184,8 @@ def load_recipe(name: str, overrides: list[str] | None = None, **settings: Any) 
 def recipe_as_dict(recipe: Recipe) -> dict[str, Any]:
     """The resolved recipe as plain data, for manifests and the run's saved config."""
     out = {f.name: getattr(recipe, f.name) for f in fields(Recipe) if f.name not in ("preprocess", "mat")}
+    if not recipe.bids_channel_types:  # other corpora's saved configs (and run hashes) stay as they were
+        del out["bids_channel_types"]
     out = {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
     if (
         recipe.mat != MatLayout()

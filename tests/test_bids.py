@@ -23,6 +23,7 @@ from eegfm.ingest.bids_fixtures import (
     BAD,
     BAD_DESCRIPTION,
     CHANNELS,
+    EEG,
     EOG,
     MISC,
     OFFSET_M,
@@ -30,10 +31,10 @@ from eegfm.ingest.bids_fixtures import (
     write_bids_tree,
 )
 from eegfm.ingest.channel_plan import plan_channels, unit_scale
-from eegfm.ingest.dryrun import dry_run
+from eegfm.ingest.dryrun import FilePrediction, dry_run, predict_file
 from eegfm.ingest.formats import open_recording
 from eegfm.ingest.positions import montage_positions
-from eegfm.ingest.recipe import discover, load_recipe
+from eegfm.ingest.recipe import Recipe, discover, load_recipe
 from eegfm.ingest.signals import Signal
 
 TEMPLATE = "standard_1005"  # configs/datasets/bids.yaml's positions
@@ -350,3 +351,48 @@ def test_the_dry_run_predicts_the_bids_ingest(tree: BidsTruth, ingested: tuple[d
         assert guess["dropped_channels"] == {
             k: v for k, v in line["dropped_channels"].items() if not v.startswith("flat/dead")
         }, line["path"]
+
+
+def _type_scalp_channels_misc(root: Path) -> None:
+    """Every channels.tsv row typed EEG retyped MISC, as OpenNeuro's ds002680 types its scalp electrodes."""
+    for tsv in root.rglob("*_channels.tsv"):
+        lines = tsv.read_text(encoding="utf-8").splitlines()
+        column = lines[0].split("\t").index("type")
+        rows = [line.split("\t") for line in lines]
+        for row in rows[1:]:
+            row[column] = "MISC" if row[column] == "EEG" else row[column]
+        tsv.write_text("".join("\t".join(row) + "\n" for row in rows), encoding="utf-8")
+
+
+def test_bids_channel_types_reads_mistyped_scalp_channels_as_eeg(tmp_path: Path) -> None:
+    """A corpus whose channels.tsv types its scalp electrodes MISC: as given, the dry run (the ingest's
+    own channel plan, through `with_sidecar`) drops them as non-EEG; with `bids_channel_types` {misc: EEG}
+    (any case) they are kept with their digitised positions, the EOG stays dropped, and a note counts the
+    retyped channels (Iz, written by mne-bids as misc, has no unit in the file: it is dropped for that)."""
+    tree = write_bids_tree(tmp_path / "ds", duration_s=12.0)
+    _type_scalp_channels_misc(tree.root)
+    scalp = [n for n in EEG if n != BAD]
+    as_given = _predictions(load_recipe("bids", root=str(tree.root)))
+    for path, f in as_given.items():
+        listed = [n for n in scalp if not (tree.recordings[path] == "04" and n == "O2")]  # 04's tsv omits O2
+        assert all("channel type misc (not EEG)" in f.dropped_channels[n] for n in [*listed, MISC]), path
+        assert f.channels == ([] if tree.recordings[path] != "04" else ["O2"]), path
+
+    recipe = load_recipe("bids", root=str(tree.root), bids_channel_types={"misc": "EEG"})
+    retyped = _predictions(recipe)
+    for path, f in retyped.items():
+        subject = tree.recordings[path]
+        assert f.status == "would_write", (path, f.reason)
+        assert f.channels == scalp, (path, f.dropped_channels)
+        assert "channel type eog" in f.dropped_channels[EOG] and BAD in f.dropped_channels, path
+        assert "channel type" not in f.dropped_channels[MISC], path  # now EEG; mne-bids wrote it unitless
+        n = len(EEG) + 1  # every row typed MISC: the scalp ones (C4 too; 04: EXTRA1 for O2) and Iz
+        assert f"channels.tsv type MISC read as EEG (recipe bids_channel_types): {n} channels" in f.notes
+        if subject in tree.digitised:
+            measured = [tree.digitised[subject][name] for name in scalp]
+            np.testing.assert_allclose(f.positions[: len(scalp)], measured, atol=1e-5)
+
+
+def _predictions(recipe: Recipe) -> dict[str, FilePrediction]:
+    """The dry run's prediction of each recording (with its kept channels' positions), by path."""
+    return {source.path: predict_file(source, recipe) for source in discover(recipe)}

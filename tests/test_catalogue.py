@@ -138,7 +138,6 @@ def test_a_recipe_without_example_paths_says_none_was_found() -> None:
 # YAML states the gap (phrase), and the dry run must skip every file for that reason, so the entry fails (and
 # goes) once the gap is closed.
 KNOWN_GAPS = {
-    "ds002680": ("known gap: channels.tsv", "no EEG channel with a known position"),
     "weibo2014": ("known gap: `data` is channels × samples × trials", "expected channels × samples (2-D)"),
 }
 # Labels of real example channels that no rule or electrode knows, and rightly so. The types are those of
@@ -160,6 +159,10 @@ NOT_EEG_LABELS = {
     ),
     **dict.fromkeys(
         ("EP1", "EP2"), "typed EEG in ds004356's channels.tsv; no 10-05 name or position source found"
+    ),
+    **dict.fromkeys(
+        ("T5'", "T6'", "O1'", "O2'", 'P3"', 'P4"', 'PZ"', "I", 'CB1"', 'CB2"'),
+        "ds002680's primed sites beside 10-20 ones and `I` (channels.tsv: MISC, no position): no 10-05 name",
     ),
 }
 
