@@ -139,7 +139,6 @@ def test_a_recipe_without_example_paths_says_none_was_found() -> None:
 # goes) once the gap is closed.
 KNOWN_GAPS = {
     "ds002680": ("known gap: channels.tsv", "no EEG channel with a known position"),
-    "weibo2014": ("known gap: `data` is channels × samples × trials", "expected channels × samples (2-D)"),
 }
 # Labels of real example channels that no rule or electrode knows, and rightly so. The types are those of
 # the corpora's own channels.tsv (OpenNeuro git snapshots at the recipes' commits), which would drop most of
