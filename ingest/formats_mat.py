@@ -11,9 +11,12 @@ Two file versions, told apart by the header (`scipy.io.matlab.matfile_version`):
   ~50 000 float64 ≈ 25 MB), or the whole struct of a one-variable file. Only the variable being read is
   kept (`variable_names=`), and it is let go when the next one is needed.
 
-Several trials in one file (SEED: `djc_eeg1` … `djc_eeg15`, matched by `mat.trials`) become segments of
-one recording in the names' numeric order, so windows never straddle two trials, and subject/session keep
-coming from the file's path like every other format (one file is one recording everywhere in ingest).
+Several trials in one file become segments of one recording, so windows never straddle two trials, and
+subject/session keep coming from the file's path like every other format (one file is one recording
+everywhere in ingest). Trials can be variables matched by `mat.trials` (SEED: `djc_eeg1` … `djc_eeg15`, in
+the names' numeric order), variables listed in `mat.data` (Lee2019: `EEG_MI_train.x`, `EEG_MI_test.x`, in the
+listed order), or the slices of a 3-D variable along `mat.trial_axis` (Weibo2014: channels × samples ×
+trials). A v5 3-D variable is loaded whole once, then sliced per trial; a v7.3 one is read slice by slice.
 """
 
 from __future__ import annotations
@@ -89,8 +92,13 @@ class _V5File:
     def shape(self, path: str) -> tuple[int, ...]:
         return tuple(self.shapes[path]) if "." not in path else np.shape(self._value(path))
 
-    def samples(self, path: str, channels_first: bool, start: int, stop: int) -> np.ndarray:
+    def samples(
+        self, path: str, channels_first: bool, start: int, stop: int, trial: tuple[int, int] | None = None
+    ) -> np.ndarray:
+        """Rows `start:stop` of samples × channels; `trial` (axis, index) picks one slice of a 3-D array."""
         array = np.asarray(self._value(path))
+        if trial is not None:  # reshape restores a trial axis of length 1 that squeeze_me dropped
+            array = np.take(array.reshape(self.shape(path)), trial[1], axis=trial[0])
         array = array.reshape(1, -1) if array.ndim == 1 and channels_first else array.reshape(len(array), -1)
         return array[:, start:stop].T if channels_first else array[start:stop]
 
@@ -127,9 +135,19 @@ class _V73File:
     def shape(self, path: str) -> tuple[int, ...]:
         return tuple(reversed(self._node(path).shape))  # h5py sees MATLAB's arrays transposed
 
-    def samples(self, path: str, channels_first: bool, start: int, stop: int) -> np.ndarray:
+    def samples(
+        self, path: str, channels_first: bool, start: int, stop: int, trial: tuple[int, int] | None = None
+    ) -> np.ndarray:
+        """Rows `start:stop` of samples × channels; `trial` (axis, index) picks one slice of a 3-D array,
+        the axis counted as MATLAB shows it (h5py's axes are reversed: MATLAB's axis a is h5py's 2 - a)."""
         dataset = self._node(path)
-        return dataset[start:stop, :] if channels_first else dataset[:, start:stop].T
+        index: list[Any] = (
+            [slice(start, stop), slice(None)] if channels_first else [slice(None), slice(start, stop)]
+        )
+        if trial is not None:
+            index.insert(2 - trial[0], trial[1])
+        values = dataset[tuple(index)]
+        return values if channels_first else values.T
 
     def number(self, path: str) -> float:
         return float(np.asarray(self._node(path)[()]).ravel()[0])
@@ -167,37 +185,58 @@ class MatRecording:
         except Exception as e:  # zlib/HDF5 errors of a damaged file
             raise ReadError(f"MATLAB file unreadable: {type(e).__name__}: {e}") from None
         self._channels_first = layout.orientation == "channels_first"
-        self.paths = self._signal_paths()
-        shapes = [self.file.shape(path) for path in self.paths]
-        if any(len(shape) > 2 for shape in shapes):
-            raise ReadError(f"{self.paths[0]} has shape {shapes[0]}: expected channels × samples (2-D)")
-        shapes = [(1, *shape) if len(shape) == 1 else shape for shape in shapes]
-        counts = {shape[0] if self._channels_first else shape[1] for shape in shapes}
+        # One segment per 2-D variable, or per trial of a 3-D one: (path, (trial axis, index) or None).
+        self.pieces: list[tuple[str, tuple[int, int] | None]] = []
+        lengths, counts = [], {}
+        for path in self._signal_paths():
+            shape = self.file.shape(path)
+            for trial, matrix in self._trials(path, shape):
+                matrix = (1, *matrix) if len(matrix) == 1 else matrix
+                self.pieces.append((path, trial))
+                lengths.append(matrix[1] if self._channels_first else matrix[0])
+                counts.setdefault(matrix[0] if self._channels_first else matrix[1], f"{path} {shape}")
         if len(counts) > 1:
-            raise ReadError(f"the trials have different channel counts ({sorted(counts)})")
-        n_channels = counts.pop()
-        lengths = [shape[1] if self._channels_first else shape[0] for shape in shapes]
+            raise ReadError(f"the trials have different channel counts ({', '.join(counts.values())})")
+        n_channels, first = next(iter(counts.items()))
         self.bounds = np.cumsum([0, *lengths]).tolist()
         self.sfreq = self._sfreq()
         labels = self._labels()
         if len(labels) != n_channels:
+            axis = "" if layout.trial_axis is None else f", mat.trial_axis {layout.trial_axis}"
             raise ReadError(
-                f"{len(labels)} channel labels for {n_channels} channels in {self.paths[0]} "
-                f"(orientation {layout.orientation}: is it the other way round?)"
+                f"{len(labels)} channel labels for {n_channels} channels in {first} "
+                f"(orientation {layout.orientation}{axis}: is it the other way round?)"
             )
         self.signals = [
             Signal(index=i, label=label, unit=layout.unit, sfreq=self.sfreq) for i, label in enumerate(labels)
         ]
 
     def _signal_paths(self) -> list[str]:
-        data = self.layout.data
+        variables = self.layout.variables
         if not self.layout.trials:
-            return [data]
+            return list(variables)
         pattern = re.compile(self.layout.trials)
         names = sorted((n for n in self.file.names() if pattern.fullmatch(n)), key=_natural)
         if not names:
             raise ReadError(f"no variable matches mat.trials {self.layout.trials!r}")
-        return [f"{name}.{data}" if data else name for name in names]
+        return [f"{name}.{data}" for name in names for data in variables] if variables else names
+
+    def _trials(
+        self, path: str, shape: tuple[int, ...]
+    ) -> list[tuple[tuple[int, int] | None, tuple[int, ...]]]:
+        """The 2-D matrices of a variable: itself, or each slice along mat.trial_axis of a 3-D one."""
+        axis = self.layout.trial_axis
+        if axis is None and len(shape) <= 2:
+            return [(None, shape)]
+        if axis is not None and len(shape) == 3:
+            matrix = tuple(n for i, n in enumerate(shape) if i != axis)
+            return [((axis, k), matrix) for k in range(shape[axis])]
+        if axis is None:
+            raise ReadError(
+                f"{path} has shape {shape}: expected channels × samples (2-D), or set mat.trial_axis "
+                "to the axis holding trials of a 3-D variable"
+            )
+        raise ReadError(f"{path} has shape {shape}: mat.trial_axis {axis} needs a 3-D variable")
 
     def _sfreq(self) -> float:
         text = self.layout.sfreq
@@ -228,11 +267,11 @@ class MatRecording:
 
     def read(self, signals: list[Signal], scales: Any, start: int, stop: int) -> np.ndarray:
         pieces = []
-        for path, (first, end) in zip(self.paths, pairwise(self.bounds), strict=True):
+        for (path, trial), (first, end) in zip(self.pieces, pairwise(self.bounds), strict=True):
             if end <= start or first >= stop:
                 continue
             values = self.file.samples(
-                path, self._channels_first, max(start, first) - first, min(stop, end) - first
+                path, self._channels_first, max(start, first) - first, min(stop, end) - first, trial
             )
             pieces.append(np.asarray(values, dtype=np.float64)[:, [s.index for s in signals]])
         values = np.concatenate(pieces) if pieces else np.empty((0, len(signals)))

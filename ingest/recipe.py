@@ -32,8 +32,9 @@ class MatLayout:
     """Where a MATLAB file (format mat) keeps its signals: .mat files have no standard layout, so the recipe
     says it. A v7.3 file (HDF5) is read slice by slice; a v5 file's variable is loaded whole when read."""
 
-    data: str = ""
-    """Variable holding the signals, or a path into a struct (`EEG.data`); inside each of `trials` if set."""
+    data: Any = ""
+    """Variable holding the signals or a struct path (`EEG.data`), or a list of them, each a segment of the
+    recording in the listed order (windows never cross segments); inside each of `trials` if set."""
     trials: str = ""
     """Regex of variable names holding one trial each (SEED: `.*_eeg\\d+`): each is a segment of the file's
     recording, in the names' numeric order (windows never cross trials); empty: one variable, `data`."""
@@ -47,8 +48,20 @@ class MatLayout:
     """Variable or struct path holding the labels (cell array of strings or char matrix), e.g. `EEG.chan`."""
     unit: str = "uV"
     """Physical unit of the values: uV, mV or V."""
+    trial_axis: int | None = None
+    """For 3-D variables: the axis (0, 1 or 2, as MATLAB shows it) holding trials, each one segment; the
+    other two axes lie as `orientation` says. None: every variable is 2-D."""
 
     def __post_init__(self) -> None:
+        data = self.data
+        if isinstance(data, list | tuple) and all(isinstance(d, str) and d for d in data):
+            object.__setattr__(self, "data", tuple(data))  # a YAML list: hashable and frozen like the rest
+        elif not isinstance(data, str):
+            raise RecipeError(f"mat.data must be a variable (struct path) or a list of them, got {data!r}")
+        if self.trial_axis is not None and self.trial_axis not in (0, 1, 2):
+            raise RecipeError(
+                f"mat.trial_axis must be 0, 1 or 2 (an axis of a 3-D array), got {self.trial_axis}"
+            )
         if self.orientation not in ("channels_first", "samples_first"):
             raise RecipeError(
                 f"mat.orientation must be channels_first or samples_first, got {self.orientation!r}"
@@ -57,6 +70,11 @@ class MatLayout:
             re.compile(self.trials)
         except re.error as e:
             raise RecipeError(f"mat.trials does not compile as a regex: {e}") from None
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        """`data` as a tuple of paths (empty when unset)."""
+        return (self.data,) if isinstance(self.data, str) and self.data else tuple(self.data or ())
 
 
 @dataclass(frozen=True)
@@ -192,6 +210,10 @@ def recipe_as_dict(recipe: Recipe) -> dict[str, Any]:
     ):  # only then: other corpora's saved configs (and run hashes) stay as they were
         out["mat"] = {f.name: getattr(recipe.mat, f.name) for f in fields(MatLayout)}
         out["mat"]["channels"] = list(recipe.mat.channels)
+        if isinstance(recipe.mat.data, tuple):
+            out["mat"]["data"] = list(recipe.mat.data)
+        if recipe.mat.trial_axis is None:  # absent as before it existed: saved configs and run hashes stay
+            del out["mat"]["trial_axis"]
     out["preprocess"] = {f.name: getattr(recipe.preprocess, f.name) for f in fields(PreprocessConfig)}
     return out
 

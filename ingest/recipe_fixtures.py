@@ -172,13 +172,26 @@ def _write_mat(
     scale = {"uV": 1.0, "mV": 1e-3, "V": 1e-6}[layout.unit]
     array = data_uv * scale
     variables: dict[str, object] = {}
-    _put(variables, layout.data, array if layout.orientation == "channels_first" else array.T)
+    for variable, part in zip(
+        layout.variables, np.array_split(array, len(layout.variables), axis=1), strict=True
+    ):
+        _put(variables, variable, _mat_array(part, layout.orientation, layout.trial_axis))
     if not re.fullmatch(r"\d+(?:\.\d+)?", layout.sfreq):
         _put(variables, layout.sfreq, np.array([[sfreq]]))
     if layout.channels_variable:
         _put(variables, layout.channels_variable, list(channels))
     v73 = "v7.3" in header_text(recipe.name)
     (other_formats.write_mat_v73 if v73 else other_formats.write_mat_v5)(path, variables)
+
+
+def _mat_array(channels_by_samples: np.ndarray, orientation: str, trial_axis: int | None) -> np.ndarray:
+    """The array as MATLAB would show it: in `orientation`, and with `trial_axis` set, cut into 3 trials
+    stacked along that axis (Weibo2014's channels × samples × trials)."""
+    if trial_axis is None:
+        return channels_by_samples if orientation == "channels_first" else channels_by_samples.T
+    length = channels_by_samples.shape[1] // 3
+    trials = [channels_by_samples[:, k * length : (k + 1) * length] for k in range(3)]
+    return np.stack([_mat_array(t, orientation, None) for t in trials], axis=trial_axis)
 
 
 def _put(variables: dict[str, object], dotted: str, value: object) -> None:

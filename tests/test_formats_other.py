@@ -300,6 +300,85 @@ def test_mat_ingest_writes_shards_and_skips_damaged_files(tmp_path: Path) -> Non
     assert "truncated file" in openbmi["sess01_subj02_EEG_MI.mat"]["reason"]
 
 
+def _openbmi_halves_mat(path: Path, version: str, train_s: float, test_s: float) -> None:
+    """OpenBMI's two structs, EEG_MI_train and EEG_MI_test, each x (samples × channels), fs and chan."""
+    halves = {
+        name: {"x": _eeg(OPENBMI_CHANNELS, 250.0, s, seed=i).T, "fs": 250.0, "chan": list(OPENBMI_CHANNELS)}
+        for i, (name, s) in enumerate((("EEG_MI_train", train_s), ("EEG_MI_test", test_s)))
+    }
+    MAT_WRITERS[version](path, halves)
+
+
+@pytest.mark.parametrize("version", ["v5", "v7.3"])
+def test_mat_data_list_reads_each_variable_as_its_own_segment(tmp_path: Path, version: str) -> None:
+    """`mat.data` as a list: the variables' samples one after the other (as pymatreader reads them), each
+    its own segment, so a 10-s window never joins the end of train to the start of test."""
+    import pymatreader
+
+    path = tmp_path / "sess01_subj01_EEG_MI.mat"
+    _openbmi_halves_mat(path, version, 15.0, 16.0)
+    theirs = pymatreader.read_mat(str(path))
+    layout = {**OPENBMI_LAYOUT, "data": ["EEG_MI_train.x", "EEG_MI_test.x"]}
+    with open_recording(_source(path), _recipe(tmp_path, "mat", "*.mat", mat=MatLayout(**layout))) as reader:
+        assert reader.segments(250.0) == [(0, 3750, 0.0), (3750, 7750, 15.0)]
+        expected = np.concatenate([theirs["EEG_MI_train"]["x"], theirs["EEG_MI_test"]["x"]])
+        np.testing.assert_array_equal(_whole(reader), expected.astype(np.float32))
+        _check_ranges(reader, [14, 0, 5])  # ranges across the two variables' border too
+    files = _ingest(tmp_path / "run", tmp_path, "mat", "*.mat", mat=layout)
+    assert files[path.name]["samples"] == 2  # 15 s → 1 window, 16 s → 1; as one 31-s run it would be 3
+
+
+WEIBO_CHANNELS = ("Fp1", "Fpz", "Fp2", "F7", "F3", "Fz", "F4", "F8", "C3", "Cz", "C4", "P3", "Pz", "P4", "O1")
+
+
+@pytest.mark.parametrize("version", ["v5", "v7.3"])
+@pytest.mark.parametrize("orientation", ["channels_first", "samples_first"])
+def test_mat_3d_variable_reads_each_trial_along_trial_axis(
+    tmp_path: Path, version: str, orientation: str
+) -> None:
+    """Weibo2014's `data`, channels × samples × trials as MATLAB shows it (and other placements of the
+    trial axis): each trial is a segment whose samples are pymatreader's slice along that axis."""
+    import pymatreader
+
+    rng = np.random.default_rng(0)
+    trials = [rng.normal(0, 20, (len(WEIBO_CHANNELS), 600)) for _ in range(3)]  # channels × samples each
+    if orientation == "samples_first":
+        trials = [t.T for t in trials]
+    for trial_axis in (2, 0, 1):
+        path = tmp_path / f"subject_{trial_axis}.mat"
+        MAT_WRITERS[version](path, {"data": np.stack(trials, axis=trial_axis)})
+        theirs = pymatreader.read_mat(str(path))["data"]
+        layout = MatLayout(
+            data="data", orientation=orientation, sfreq="200", channels=WEIBO_CHANNELS, trial_axis=trial_axis
+        )
+        with open_recording(_source(path), _recipe(tmp_path, "mat", "*.mat", mat=layout)) as reader:
+            assert reader.segments(200.0) == [(0, 600, 0.0), (600, 1200, 3.0), (1200, 1800, 6.0)]
+            per_trial = [np.take(theirs, k, axis=trial_axis) for k in range(3)]
+            expected = np.concatenate([t if orientation == "samples_first" else t.T for t in per_trial])
+            np.testing.assert_array_equal(_whole(reader), expected.astype(np.float32))
+            _check_ranges(reader, [14, 0, 5])
+
+
+@pytest.mark.parametrize("version", ["v5", "v7.3"])
+def test_mat_3d_variable_without_or_with_a_wrong_trial_axis_is_one_read_error(
+    tmp_path: Path, version: str
+) -> None:
+    path = tmp_path / "subject_1.mat"
+    MAT_WRITERS[version](path, {"data": np.zeros((15, 600, 3)), "flat": np.zeros((15, 600))})
+    cases = {  # layout → the one line naming the variable, its shape and what to set
+        ("data", None): r"^data has shape \(15, 600, 3\): expected channels × samples \(2-D\), or set "
+        r"mat\.trial_axis to the axis holding trials of a 3-D variable$",
+        ("data", 0): r"^15 channel labels for 600 channels in data \(15, 600, 3\) \(orientation "
+        r"channels_first, mat\.trial_axis 0: is it the other way round\?\)$",
+        ("flat", 2): r"^flat has shape \(15, 600\): mat\.trial_axis 2 needs a 3-D variable$",
+    }
+    for (data, trial_axis), message in cases.items():
+        layout = MatLayout(data=data, sfreq="200", channels=WEIBO_CHANNELS, trial_axis=trial_axis)
+        recipe = _recipe(tmp_path, "mat", "*.mat", mat=layout)
+        with pytest.raises(ReadError, match=message), open_recording(_source(path), recipe):
+            pass
+
+
 def test_mat_layout_is_typed_documented_and_required_for_format_mat(tmp_path: Path) -> None:
     from dataclasses import fields
 
@@ -315,6 +394,13 @@ def test_mat_layout_is_typed_documented_and_required_for_format_mat(tmp_path: Pa
         load_recipe(str(path), ["mat.orientation=sideways"])
     with pytest.raises(RecipeError, match=r"format mat needs `mat\.data` or `mat\.trials`"):
         load_recipe(str(path), ["mat.trials=''"])
+    listed = load_recipe(str(path), ["mat.data=[a.x,b.x]", "mat.trial_axis=2"]).mat
+    assert listed.variables == ("a.x", "b.x") and listed.trial_axis == 2
+    assert load_recipe(str(path), ["mat.data=EEG.x"]).mat.variables == ("EEG.x",)  # one name still works
+    with pytest.raises(RecipeError, match=r"mat\.trial_axis must be 0, 1 or 2 .*got 3"):
+        load_recipe(str(path), ["mat.trial_axis=3"])
+    with pytest.raises(RecipeError, match=r"mat\.data must be a variable \(struct path\) or a list"):
+        load_recipe(str(path), ["mat.data=[a.x,'']"])
 
 
 @pytest.mark.s3
