@@ -39,7 +39,7 @@ def test_gets_per_window_trained(s3_env, tmp_path: Path) -> None:
     budget = 1200
     table = load_table([DatasetSpec(str(shards))], "train")
     steps = len(epoch_plan(table, None, [None], 0, 0, budget, 128))  # one epoch, one process, no accumulation
-    before = s3_env.request_counts("bench")
+    before = s3_env.settled_counts("bench")
     run(
         pretrain_command(
             str(REPO / "configs" / "pretrain" / "reve_tiny.yaml"),

@@ -120,7 +120,7 @@ def test_killed_run_on_s3_resumes_exactly(
         data = bytearray(cached[1].read_bytes())
         data[len(data) // 2 : len(data) // 2 + 64] = bytes(64)  # same size: only a CRC-32 sees it
         cached[1].write_bytes(bytes(data))
-        counts["before"] = s3_env.request_counts("data")
+        counts["before"] = s3_env.settled_counts("data")
 
     assert_killed_run_resumes_exactly(
         command, env, "s3://runs/tiny", 10, 40, tmp_path / "keys", uninterrupted, damage_two_cached_shards
@@ -167,7 +167,7 @@ def ddp_run(s3_server, tueg_on_s3: str, tmp_path_factory: pytest.TempPathFactory
     """Two processes (DDP, gloo) of one node for 4 steps, streaming the shards from S3 through one node
     cache; the S3 requests the job made are left in `requests.json`."""
     base = tmp_path_factory.mktemp("ddp")
-    before = s3_server.request_counts("data")
+    before = s3_server.settled_counts("data")
     run(
         pretrain_command(
             CONFIG,
@@ -206,7 +206,7 @@ def test_ddp_ranks_split_each_step_and_resume_on_one_process(ddp_run: Path, s3_s
         assert not set(steps[0][step]) & set(steps[1][step])
     # Continue the 2-process run on one process: epoch 0 ends with every window seen exactly once.
     # (The resume takes the run's saved config, devices=2 and the S3 shards included: say 1 on top.)
-    before = s3_server.request_counts("data")
+    before = s3_server.settled_counts("data")
     command = [*CLI, "pretrain", "--resume", "auto", f"run.dir={ddp_run / 'run'}", "trainer.max_steps=20"]
     run([*command, "trainer.devices=1"], env={**ENV, **s3_server.env()})
     # The node's cache already holds every shard and the table: one manifest GET and one listing.
@@ -241,7 +241,7 @@ def test_two_nodes_through_torchrun_match_two_local_processes(
         "trainer.max_steps=4",
         "trainer.num_nodes=2",
     )
-    before = s3_server.request_counts("data")
+    before = s3_server.settled_counts("data")
     nodes = []
     for node in (0, 1):
         (tmp_path / f"node{node}").mkdir()

@@ -50,7 +50,7 @@ def _epoch_keys(table, rank: int, world: int, cache_dir: Path, **kwargs) -> list
 
 def test_two_ranks_on_a_node_fetch_each_shard_once(s3_table, s3_env, tmp_path: Path) -> None:
     shards = len(s3_table.shard_urls)
-    before = s3_env.request_counts("data")
+    before = s3_env.settled_counts("data")
     results: dict[int, list] = {}
     ranks = [
         threading.Thread(target=lambda r=r: results.__setitem__(r, _epoch_keys(s3_table, r, 2, tmp_path)))
@@ -67,7 +67,7 @@ def test_two_ranks_on_a_node_fetch_each_shard_once(s3_table, s3_env, tmp_path: P
     keys = [k for r in (0, 1) for batch in results[r] for k in batch]
     assert len(keys) == len(set(keys)) == len(s3_table)
     # A second epoch's worth from the warm cache reads nothing from the server.
-    before = s3_env.request_counts("data")
+    before = s3_env.settled_counts("data")
     _epoch_keys(s3_table, 0, 1, tmp_path)
     assert s3_env.wait_for_requests(before, {}, bucket="data", timeout=0.5) == {}
 
@@ -81,7 +81,7 @@ def test_a_damaged_cached_shard_is_fetched_again(s3_table, s3_env, tmp_path: Pat
     middle = len(data) // 2
     data[middle : middle + 64] = bytes(64)  # a sample's payload zeroed, same size: only the CRC sees it
     corrupted.write_bytes(bytes(data))
-    before = s3_env.request_counts("data")
+    before = s3_env.settled_counts("data")
     assert _epoch_keys(s3_table, 0, 1, tmp_path / "clean") == clean
     assert s3_env.wait_for_requests(before, {"GET": 2}, bucket="data") == {"GET": 2}
 
@@ -135,7 +135,7 @@ def test_the_processes_of_a_node_read_the_shard_indexes_once(
     code = "from test_shard_cache import table_digest\n" + _LOAD_TABLE
     command = [sys.executable, "-c", code, tueg_on_s3, str(tmp_path / "node")]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
-    before = s3_env.request_counts("data")
+    before = s3_env.settled_counts("data")
     processes = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)]
     outputs = [p.communicate(timeout=120)[0].strip() for p in processes]
     assert [p.returncode for p in processes] == [0, 0]
@@ -144,7 +144,7 @@ def test_the_processes_of_a_node_read_the_shard_indexes_once(
     counted = s3_env.wait_for_requests(before, {"GET": shards + 4}, bucket="data")
     assert counted == {"GET": shards + 4}, counted
     # A second start on the node reads only the manifest.
-    before = s3_env.request_counts("data")
+    before = s3_env.settled_counts("data")
     assert subprocess.run(command, env=env, capture_output=True, text=True).stdout.strip() == outputs[0]
     assert s3_env.wait_for_requests(before, {"GET": 1}, bucket="data") == {"GET": 1}
 

@@ -395,7 +395,7 @@ def test_tokenize_writes_resumable_token_shards_that_stage_2_reads(
     fs.put(str(shards), "tokens/tueg", recursive=True)
     remote = load_table([DatasetSpec("s3://tokens/tueg")], "train", tokens=identity)
     options = dict(seed=0, budget=320, clip=15.0, rank=0, world=1, accumulation=1)
-    before = s3_env.request_counts("tokens")
+    before = s3_env.settled_counts("tokens")
 
     def epoch_codes(stream: ShardStream) -> list[torch.Tensor]:
         codes = []

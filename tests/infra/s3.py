@@ -95,7 +95,8 @@ class S3Server:
     def request_counts(self, bucket: str | None = None) -> Counter[str]:
         """S3 requests served so far by type (SeaweedFS's `type` label: GET, PUT, LIST, DELETE, …), all
         response codes, summed over buckets or for one `bucket`: the Prometheus counter
-        `SeaweedFS_s3_request_total`. Take the difference of two readings around what you measure.
+        `SeaweedFS_s3_request_total`. Take the difference of two readings around what you measure: the
+        first from `settled_counts`, the last from `wait_for_requests`.
 
         SeaweedFS counts a HEAD of an object as a GET, and bumps the counter just after the response is
         written, so read it again (`wait_for_requests`) rather than right after the last response."""
@@ -107,6 +108,21 @@ class S3Server:
             if bucket is None or labels.get("bucket") == bucket:
                 counts[labels.get("type", "")] += int(float(sample["value"]))
         return counts
+
+    def settled_counts(
+        self, bucket: str | None = None, quiet: float = 0.3, timeout: float = 10.0
+    ) -> Counter[str]:
+        """`request_counts` once two readings `quiet` seconds apart agree: the baseline to take before
+        measuring. Read straight after a request (an upload, a bucket made), the counter may not yet include
+        it, and that request would then be counted against what follows (CI once saw 4 PUTs for 3)."""
+        deadline = time.monotonic() + timeout
+        last = self.request_counts(bucket)
+        while True:
+            time.sleep(quiet)
+            now = self.request_counts(bucket)
+            if now == last or time.monotonic() > deadline:
+                return now
+            last = now
 
     def wait_for_requests(
         self, before: Counter[str], expected: dict[str, int], bucket: str | None = None, timeout: float = 5.0
