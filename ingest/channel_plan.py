@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 import mne
 import numpy as np
 
-from eegfm.ingest.channels import Channel, canonical_channel, cap_labels
+from eegfm.ingest.channels import Channel, canonical_channel, cap_labels, non_eeg_reason, strip_label
 from eegfm.ingest.positions import midpoint, montage_positions
 from eegfm.ingest.recipe import Recipe
 from eegfm.ingest.signals import Signal
@@ -98,7 +98,8 @@ def plan_channels(
     """Which signals become which canonical channels, and why every other one is dropped.
 
     `positions` (file label or canonical name → xyz in metres, head frame) are this recording's own
-    measured positions (BIDS electrodes.tsv); they replace the template's for the channels they name.
+    measured positions (BIDS electrodes.tsv); they replace the template's for the channels they name,
+    and keep, under its own label, a scalp electrode that has no 10-05 name but a measured position.
     """
     measured_at = {k.strip().upper(): tuple(v) for k, v in (positions or {}).items()}
     measured_names: set[str] = set()
@@ -129,6 +130,8 @@ def plan_channels(
             dropped[label] = "cap labels match no BioSemi montage (32/64/128/160/256 electrodes)"
             continue
         channel = canonical_channel(s.label, montage, rename)
+        if isinstance(channel, str) and measured_at:
+            channel = _measured_electrode(s.label, rename, measured_at) or channel
         if isinstance(channel, str):
             dropped[label] = channel
             continue
@@ -177,6 +180,22 @@ def plan_channels(
         notes=notes,
         measured=[c.name in measured_names for _, c, _ in kept] if measured_at else [],
     )
+
+
+def _measured_electrode(
+    label: str, rename: dict[str, str], measured_at: dict[str, tuple[float, float, float]]
+) -> Channel | None:
+    """A scalp electrode with no 10-05 name whose position the recording measured (electrodes.tsv): kept
+    under its own label, at that position, since positions (not names) place a channel for the models.
+    None when it is not measured or a rule marks its label as not EEG."""
+    label = rename.get(label.strip(), label)
+    if non_eeg_reason(label) is not None:
+        return None
+    name = strip_label(label)
+    for key in (label, name):
+        if key.strip().upper() in measured_at:
+            return Channel(name, measured_at[key.strip().upper()])
+    return None
 
 
 def _measured_position(

@@ -234,6 +234,28 @@ def test_plan_channels_takes_a_recordings_own_positions(tmp_path: Path) -> None:
     assert plan_channels(signals, recipe).measured == []
 
 
+def test_a_measured_electrode_without_a_10_05_name_is_kept_at_its_position(tmp_path: Path) -> None:
+    """EGI/ANT caps and custom nets name electrodes outside 10-05 (`E17`, `LD3`): with electrodes.tsv
+    giving their position, they are scalp EEG the models can place, so they are kept under their label."""
+    recipe = load_recipe("generic", root=str(tmp_path))
+    labels = ["Cz", "E17", "EEG LD3-REF", "HEOG", "E99"]
+    signals = [Signal(i, label, "uV", 256.0) for i, label in enumerate(labels)]
+    measured = {"E17": (0.03, 0.02, 0.1), "LD3": (-0.04, 0.05, 0.08), "HEOG": (0.07, 0.08, 0.0)}
+    plan = plan_channels(signals, recipe, measured)
+    assert {c.name: c.position for c in plan.channels} == {
+        "Cz": montage_positions(recipe.positions)["Cz"],
+        "E17": (0.03, 0.02, 0.1),
+        "LD3": (-0.04, 0.05, 0.08),  # by its stripped label
+    }
+    assert plan.measured == [False, True, True]
+    assert plan.dropped["HEOG"] == "non-EEG: EOG"  # measured, yet its label says it is not EEG
+    assert plan.dropped["E99"].startswith("no position")  # not measured: no position to give it
+    # Negative control: without the recording's positions, both are dropped as before.
+    template_only = plan_channels(signals, recipe)
+    assert [c.name for c in template_only.channels] == ["Cz"]
+    assert template_only.dropped["E17"].startswith("no position")
+
+
 # -- The same tree in BrainVision and EEGLAB ---------------------------------------------------------------
 
 DATA_EXTENSIONS = {"BrainVision": ".vhdr", "EEGLAB": ".set"}
