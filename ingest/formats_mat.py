@@ -169,10 +169,10 @@ class _V73File:
 class MatRecording:
     """The signals a `MatLayout` points at, each matched trial one segment of the recording."""
 
-    def __init__(self, f: BinaryIO, layout: MatLayout):
+    def __init__(self, f: BinaryIO, layout: MatLayout, path: str = ""):
         from scipy.io.matlab import matfile_version
 
-        self.layout, self.notes = layout, []
+        self.layout, self.path, self.notes = layout, path, []
         try:
             f.seek(0)
             major, _minor = matfile_version(f)
@@ -249,8 +249,8 @@ class MatRecording:
         return sfreq
 
     def _labels(self) -> list[str]:
-        if self.layout.channels:
-            return list(self.layout.channels)
+        if self.layout.labels_for(self.path):
+            return list(self.layout.labels_for(self.path))
         if self.layout.channels_variable:
             return self.file.strings(self.layout.channels_variable)
         raise ReadError("no channel labels: set the recipe's mat.channels or mat.channels_variable")
@@ -287,7 +287,7 @@ def open_mat(source: SourceFile, recipe: Recipe) -> Iterator[RecordingReader]:
             "to say where its signals are"
         )
     with fsspec.open(source.url, "rb") as f:
-        recording = MatRecording(f, recipe.mat)
+        recording = MatRecording(f, recipe.mat, source.path)
         try:
             yield recording
         finally:

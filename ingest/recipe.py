@@ -44,6 +44,9 @@ class MatLayout:
     """Samples per second: a number (`200`) or the variable or struct path holding it (`EEG.srate`)."""
     channels: tuple[str, ...] = ()
     """The channel labels in order, when the file does not hold them (SEED's .mat files)."""
+    channels_by_path: dict[str, list[str]] = field(default_factory=dict)
+    """Regex on a file's relative path → the channel labels of the files it matches (first match), over
+    `channels` (Brain Invaders 2014b: player 2's file holds its EEG in the second half of the columns)."""
     channels_variable: str = ""
     """Variable or struct path holding the labels (cell array of strings or char matrix), e.g. `EEG.chan`."""
     unit: str = "uV"
@@ -66,10 +69,22 @@ class MatLayout:
             raise RecipeError(
                 f"mat.orientation must be channels_first or samples_first, got {self.orientation!r}"
             )
-        try:
-            re.compile(self.trials)
-        except re.error as e:
-            raise RecipeError(f"mat.trials does not compile as a regex: {e}") from None
+        for key, pattern in [
+            ("mat.trials", self.trials),
+            *(("mat.channels_by_path", k) for k in self.channels_by_path),
+        ]:
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise RecipeError(f"{key} {pattern!r} does not compile as a regex: {e}") from None
+
+    def labels_for(self, path: str) -> tuple[str, ...]:
+        """The channel labels of the file at relative `path`: the first `channels_by_path` regex that
+        matches it, else `channels`."""
+        for pattern, labels in self.channels_by_path.items():
+            if re.search(pattern, path):
+                return tuple(labels)
+        return self.channels
 
     @property
     def variables(self) -> tuple[str, ...]:
@@ -212,6 +227,10 @@ def recipe_as_dict(recipe: Recipe) -> dict[str, Any]:
         out["mat"]["channels"] = list(recipe.mat.channels)
         if isinstance(recipe.mat.data, tuple):
             out["mat"]["data"] = list(recipe.mat.data)
+        if not recipe.mat.channels_by_path:  # absent as before it existed, as trial_axis below
+            del out["mat"]["channels_by_path"]
+        else:
+            out["mat"]["channels_by_path"] = {k: list(v) for k, v in recipe.mat.channels_by_path.items()}
         if recipe.mat.trial_axis is None:  # absent as before it existed: saved configs and run hashes stay
             del out["mat"]["trial_axis"]
     out["preprocess"] = {f.name: getattr(recipe.preprocess, f.name) for f in fields(PreprocessConfig)}

@@ -154,6 +154,10 @@ NOT_EEG_LABELS = {
     "SW filtered": "a filtered copy of a signal (ds005121 channels.tsv: MISC)",
     "Time": "a mat layout's time-stamp column (moabb braininvaders.py: column 0 is time)",
     **dict.fromkeys(
+        (f"other player {c}" for c in load_recipe("bi2014b", root="/").example_channels),
+        "Brain Invaders' columns of the other player in a two-player file (moabb braininvaders.py)",
+    ),
+    **dict.fromkeys(
         ("CB1", "CB2"), "cerebellar sites (typed EEG in ds003690, ds004279): outside the 10-05 system"
     ),
     **dict.fromkeys(
@@ -197,7 +201,7 @@ def test_every_recipe_dry_runs_its_example_tree_in_its_own_format(name: str, tmp
     report = dry_run(recipe)
     files = {f["path"]: f for f in report["per_file"]}
     excluded = [p for p in tree.paths if any(fnmatch.fnmatchcase(p, g) for g in recipe.exclude)]
-    if excluded:  # an example the recipe leaves out on purpose (bi2014b's player-2 files): its YAML says why
+    if excluded:  # an example the recipe leaves out on purpose: its YAML says why
         comments = [line for line in _yaml_text(name).splitlines() if line.lstrip().startswith("#")]
         assert any("exclude" in line for line in comments), f"{name}: examples excluded, unexplained"
         assert not set(excluded) & set(files), f"{name}: excluded examples were discovered"
@@ -215,6 +219,10 @@ def test_every_recipe_dry_runs_its_example_tree_in_its_own_format(name: str, tmp
         assert f["format"] == format_of(path, recipe.format) and f["channels"], f
         assert f["orig_sfreq"] == tree.sfreq, f"{path}: read {f['orig_sfreq']} Hz, wrote {tree.sfreq}"
     assert all(any(c["position"]) for c in report["channels"])
+    if recipe.example_channels:  # no more channels than the corpus has (Brain Invaders' other player's
+        # columns, once labelled `P2-Fp1`, were kept as 32 bipolar channels P2-Fp1 … P2-PO10)
+        kept = {c["canonical"] for c in report["channels"]}
+        assert len(kept) <= len(set(recipe.example_channels)), sorted(kept)
     if tree.real_labels:
         unexplained = [u for u in report["unrecognised"] if u["label"] not in NOT_EEG_LABELS]
         assert not unexplained, f"{name}: labels of the corpus no rule knows: {unexplained}"

@@ -430,3 +430,26 @@ def test_remote_wfdb_and_cnt_are_copied_beside_each_other_and_read_alike(s3_env,
     broken = SourceFile("broken.hea", "s3://formats/broken.hea", 1, "s", "", "r", "ar", "train")
     with pytest.raises(ReadError, match=r"missing file broken\.dat \(the header names it"):
         open_recording(broken, recipe).__enter__()
+
+
+def test_brain_invaders_2014b_reads_each_players_columns_from_their_own_file(tmp_path: Path) -> None:
+    """bi2014b's `samples` hold both players' 32 EEG columns (1–32, 33–64); moabb reads player 1 from
+    group_NN_sujet_01.mat and player 2 from group_NN_sujet_02.mat. `mat.channels_by_path` picks them per
+    file; the other player's columns are dropped, not kept as EEG (once, labelled `P2-Fp1`, they were
+    kept as 32 bipolar channels)."""
+    from eegfm.ingest.channel_plan import plan_channels
+
+    recipe = load_recipe("bi2014b", root=str(tmp_path))
+    columns = np.random.default_rng(3).normal(0, 20, (4 * 512, 66))  # time, 32 + 32 EEG, stimulation
+    first_column = {"group_01/group_01_sujet_01.mat": 1, "group_01/group_01_sujet_02.mat": 33}
+    for rel, first in first_column.items():
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_mat_v5(path, {"samples": columns})
+        source = SourceFile(rel, str(path), path.stat().st_size, "s", "", "r", "unknown", "train")
+        with open_recording(source, recipe) as reader:
+            plan = plan_channels(reader.signals, recipe)
+            assert [c.name for c in plan.channels] == list(recipe.example_channels), rel
+            assert all(not c.pair for c in plan.channels)
+            read = reader.read(plan.signals, plan.scales, 0, 4 * 512)
+        np.testing.assert_allclose(read, columns[:, first : first + 32].astype(np.float32), rtol=1e-6)
