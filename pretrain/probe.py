@@ -25,18 +25,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.signal import welch
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import (
-    average_precision_score,
-    balanced_accuracy_score,
-    cohen_kappa_score,
-    f1_score,
-    log_loss,
-    roc_auc_score,
-)
-from sklearn.neighbors import KNeighborsClassifier
-from sklearn.preprocessing import StandardScaler
 
 from eegfm.errors import ConfigError, DataError
 from eegfm.models.features import LAYERS, POOLINGS, AttentionPool, embed_batch
@@ -45,6 +33,9 @@ from eegfm.models.reve import ReveEncoder
 from eegfm.pretrain.taskshards import LabelledBatch, TaskInfo, labelled_batches, load_split, read_task_info
 from eegfm.storage import join_url, write_json
 
+# scikit-learn is imported where a probe is fitted: every pretraining process imports this module (for the
+# in-loop probe) but few probe, and it cost ~0.6 s of each process's start-up (`python -X importtime`, 2-core
+# VM), paid by every rank of every run and by each of the suite's training processes.
 SPLITS = ("train", "val", "test")
 BANDS_HZ = {
     "delta": (0.5, 4.0),
@@ -100,6 +91,14 @@ def classification_metrics(
     """Balanced accuracy always; AUROC and AUC-PR (average precision, positive = class 1) for a binary
     task; Cohen's kappa and the support-weighted F1 for more classes. `scores`: (n, n_classes) class
     probabilities."""
+    from sklearn.metrics import (
+        average_precision_score,
+        balanced_accuracy_score,
+        cohen_kappa_score,
+        f1_score,
+        roc_auc_score,
+    )
+
     metrics = {"balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred))}
     if n_classes == 2:
         metrics["auroc"] = float(roc_auc_score(y_true, scores[:, 1]))
@@ -180,6 +179,11 @@ def fit_and_score(
         raise DataError(
             f"the training split holds {len(np.unique(y_train))} class: a probe needs two or more"
         )
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import balanced_accuracy_score, log_loss
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.preprocessing import StandardScaler
+
     scaler = StandardScaler().fit(x_train)
     x_train, x_val, x_test = (scaler.transform(x) for x in (x_train, val[0], test[0]))
     chosen: dict[str, Any] = {}
@@ -221,6 +225,8 @@ def fit_and_score(
 def band_power_features(eeg: np.ndarray, sfreq: float) -> np.ndarray:
     """(n, C, T) → (n, C, 5): log mean power in delta, theta, alpha, beta and gamma (`BANDS_HZ`) per
     channel, from Welch's periodogram over 2-s segments."""
+    from scipy.signal import welch
+
     freqs, power = welch(eeg, fs=sfreq, nperseg=min(eeg.shape[-1], int(2 * sfreq)), axis=-1)
     bands = [power[..., (freqs >= lo) & (freqs < hi)].mean(axis=-1) for lo, hi in BANDS_HZ.values()]
     return np.log(np.stack(bands, axis=-1) + 1e-12)

@@ -74,14 +74,14 @@ def test_environment_values_stay_references_in_what_is_saved(monkeypatch: pytest
     assert "secret-bucket-name" not in saved and "${oc.env:EEGFM_TEST_BUCKET}" in saved
 
 
-def test_print_config_shows_the_resolved_typed_config_with_docs() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "eegfm.cli", "pretrain", "--config", str(TINY), "--print-config",
-         "trainer.max_steps=7"],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    assert "max_steps: 7  # Optimizer steps of the whole run" in done.stdout
-    assert "tensorboard: runs/reve_tiny/tensorboard" in done.stdout  # interpolation resolved
+def test_print_config_shows_the_resolved_typed_config_with_docs(capsys: pytest.CaptureFixture[str]) -> None:
+    from eegfm.cli import main
+
+    assert main(["pretrain", "--config", str(TINY), "--print-config", "trainer.max_steps=7"]) == 0
+    printed = capsys.readouterr().out
+    assert "max_steps: 7  # Optimizer steps of the whole run" in printed
+    assert "tensorboard: runs/reve_tiny/tensorboard" in printed  # interpolation resolved
+    # A mistyped key, as a process: exit status 2 and one line on stderr.
     bad = subprocess.run(
         [sys.executable, "-m", "eegfm.cli", "pretrain", "--config", str(TINY), "trainer.max_stepz=5"],
         capture_output=True, text=True,
