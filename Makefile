@@ -17,7 +17,7 @@ ARGS ?=
 DRY ?=
 PYTEST_ARGS ?=
 
-.PHONY: help setup lock demo shards tasks merge fixtures test test-gpu golden lint format bench-ingest bench-dryrun bench-train bench-eval bench-stream simulate-stream submit-slurm submit-k8s docker clean
+.PHONY: help setup lock demo shards tasks merge fixtures test test-gpu golden lint format bench-ingest bench-dryrun bench-train bench-memory bench-eval bench-stream simulate-stream submit-slurm submit-k8s docker clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -79,8 +79,12 @@ bench-ingest: $(STAMP)  ## ingest throughput vs a plain MNE pipeline, and peak m
 bench-dryrun: $(STAMP)  ## seconds for `eegfm shards --dry-run` over 1,000 EDF headers, one core
 	$(BIN)/python -m eegfm.ingest.bench_dryrun
 
-bench-train: $(STAMP)  ## loader windows/s per core, CPU model throughput, GPU tokens/s and MFU (when there is one)
+bench-train: $(STAMP)  ## loader windows/s per core, CPU model throughput, GPU tokens/s and MFU (when there is one), memory
 	$(BIN)/python -m eegfm.pretrain.bench
+	$(BIN)/python -m eegfm.pretrain.bench_memory
+
+bench-memory: $(STAMP)  ## training-step memory against channel count (LUNA vs attention) and window length (Mamba)
+	$(BIN)/python -m eegfm.pretrain.bench_memory $(ARGS)
 
 bench-eval: $(STAMP)  ## in-loop probe: embedding windows/s (CPU; reve_base bf16 on a GPU), its share of a reve_base run
 	$(BIN)/python -m eegfm.pretrain.bench_eval

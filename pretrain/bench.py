@@ -8,7 +8,8 @@
 - Models on the CPU: training steps of the `reve_tiny` MAE and a tiny VQ-NSP tokenizer, windows/s.
 - Models on a GPU (when there is one): `reve_base` MAE and `labram_vqnsp` tokenizer steps in bf16 autocast
   with AdamW, tokens/s and model FLOPs utilisation against the chip's dense bf16 peak (target ≥ 40 % on an
-  H100).
+  H100); the seed models' base configs (cbramod, luna_base, femba_tiny, lumamba), windows/s.
+- Memory against channel count and window length: `bench_memory.py` (`make bench-memory`, also run here).
 """
 
 from __future__ import annotations
@@ -150,15 +151,17 @@ def model_step(kind: str, size: str, device: str, batch: int, channels: int, ste
     return result
 
 
-def seed_model_rate(config: str, windows: int = 16, channels: int = 21, steps: int = 5) -> float:
-    """CPU training windows/s of a seed model's CPU config (cbramod_cpu, luna_cpu, femba_cpu, lumamba_cpu):
-    its objective's own loader transform (masks, targets) and training loss, AdamW, on random 10-s
-    windows (FEMBA: its data.channels, the others: `channels`)."""
+def seed_model_rate(
+    config: str, windows: int = 16, channels: int = 21, steps: int = 5, device: str = "cpu"
+) -> float:
+    """Training windows/s of a seed model's config (cbramod_cpu, luna_base, femba_tiny, …): its objective's
+    own loader transform (masks, targets) and training loss, AdamW, on random 10-s windows (FEMBA: its
+    data.channels, the others: `channels`); on a GPU in bf16 autocast with fused AdamW."""
     from eegfm.pretrain.train import build_module
 
     torch.manual_seed(0)
     cfg = load_pretrain_config(CONFIG_DIR / "pretrain" / f"{config}.yaml")
-    module = build_module(cfg).train()
+    module = build_module(cfg).to(device).train()
     count = len(cfg.data.channels) or channels
     batch = {
         "eeg": torch.randn(windows, count, 2000).clamp(-15, 15),
@@ -169,18 +172,27 @@ def seed_model_rate(config: str, windows: int = 16, channels: int = 21, steps: i
     }
     transform = module.batch_transform()
     batch = transform(batch, torch.Generator().manual_seed(0)) if transform else batch
-    optimizer = torch.optim.AdamW(module.parameters(), lr=1e-4)
+    batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    optimizer = torch.optim.AdamW(module.parameters(), lr=1e-4, fused=device == "cuda")
     module.log_step = lambda values: None  # no trainer attached: nothing to log to
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda")
 
     def step() -> None:
-        module.training_step(batch, 0).backward()
+        with autocast:
+            loss = module.training_step(batch, 0)
+        loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    step()
+    for _ in range(1 if device == "cpu" else 3):
+        step()
+    if device == "cuda":
+        torch.cuda.synchronize()
     started = time.perf_counter()
     for _ in range(steps):
         step()
+    if device == "cuda":
+        torch.cuda.synchronize()
     return windows * steps / (time.perf_counter() - started)
 
 
@@ -267,7 +279,10 @@ def main() -> None:
         rate = seed_model_rate(config)
         print(f"model, {config} on the CPU (1 thread), 16 × 10-s windows: {rate:.1f} windows/s")
     if not torch.cuda.is_available():
-        print("GPU: none here; on a GPU machine this prints reve_base and labram_vqnsp bf16 tokens/s and MFU")
+        print(
+            "GPU: none here; on a GPU machine this prints reve_base and labram_vqnsp bf16 tokens/s and MFU, "
+            "and the seed models' base sizes in windows/s"
+        )
         return
     torch.backends.cuda.matmul.allow_tf32 = True
     name = torch.cuda.get_device_name()
@@ -282,6 +297,11 @@ def main() -> None:
                 f"model, {what} bf16 on {name}, {BUDGET // channels} × {channels}-channel windows: "
                 f"{gpu['tokens_per_s']:.0f} tokens/s, {gpu['windows_per_s']:.0f} windows/s{mfu}"
             )
+    for config in ("cbramod", "luna_base", "femba_tiny", "lumamba"):
+        rate = seed_model_rate(config, windows=64, steps=20, device="cuda")
+        print(
+            f"model, {config} bf16 on {name}, 64 × 10-s windows (21 channels, FEMBA 18): {rate:.0f} windows/s"
+        )
 
 
 if __name__ == "__main__":
