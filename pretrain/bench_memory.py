@@ -9,8 +9,9 @@ over patches separately. Each objective is built from its shipped config and run
 What is counted, `saved_activation_bytes`: the bytes of the tensors autograd keeps for the backward pass
 during one training step's forward, each storage once and parameters left out. This is the memory that
 grows with the input: it is exact, it needs no GPU, and it counts what the kernels in use keep. (PyTorch's
-CPU attention keeps a log-sum-exp rather than the attention matrix, as flash attention does on a GPU. A
-model whose memory is quadratic in its tokens still shows that growth here.) On a GPU the same steps also
+CPU attention keeps a log-sum-exp rather than the attention matrix, as flash attention does on a GPU,
+except with attention dropout (CBraMod's), where the CPU falls back to the math kernel and keeps the
+matrix: quadratic growth here that a GPU's flash attention does not have.) On a GPU the same steps also
 report `torch.cuda.max_memory_allocated` in bf16 autocast: the device's own figure, parameters and
 optimizer state included.
 
