@@ -23,6 +23,7 @@ import json
 import math
 import os
 import re
+import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -37,7 +38,7 @@ from fsspec.implementations.local import LocalFileSystem
 from eegfm.ingest.formats_mne import _vhdr_sidecars
 from eegfm.ingest.recipe import Recipe, RecipeError, SourceFile, assign_split
 from eegfm.ingest.signals import ReadError, RecordingReader, Signal
-from eegfm.storage import join_url, strip_protocol
+from eegfm.storage import join_url, storage_errors, strip_protocol
 
 Position = tuple[float, float, float]
 
@@ -86,16 +87,56 @@ class BidsSidecar:
 
 def discover_bids(recipe: Recipe) -> list[SourceFile]:
     """Every BIDS EEG recording under the root (of the recipe's `bids_tasks`), sorted by path, with its ids
-    from its entities, its split by subject, and its sidecar facts."""
+    from its entities, its split by subject, and its sidecar facts. A root in object storage (s3://…) is
+    walked through a local view of its sidecars (`remote_view`)."""
+    fs, root = fsspec.core.url_to_fs(recipe.root)
+    if isinstance(fs, LocalFileSystem):
+        return _discover_in(recipe, Path(strip_protocol(root)), sizes=None)
+    with tempfile.TemporaryDirectory(prefix="eegfm-bids-view-") as view:
+        sizes = remote_view(recipe.root, Path(view))
+        return _discover_in(recipe, Path(view), sizes)
+
+
+# What a remote view copies: the sidecars and BrainVision headers (they name the .vmrk/.eeg companions).
+_VIEW_COPIED = (".json", ".tsv", ".vhdr")
+
+
+def remote_view(root: str, view: Path) -> dict[str, int]:
+    """Lay out the BIDS tree at `root` (object storage) under the local folder `view` for mne-bids: its
+    sidecars (.json, .tsv) and BrainVision headers copied, every other file an empty placeholder (mne-bids
+    matches names; the data stay remote and are read from `root` by the workers). One listing, then one
+    batch of GETs for the copied files. Returns each file's size in bytes by its relative path.
+
+    Why a view: mne-bids walks local folders only, and BIDS's sidecar inheritance and entity parsing are
+    what it is for; the alternative (re-implementing them over fsspec) would be a second BIDS reader."""
+    with storage_errors(root, "listing the BIDS dataset"):
+        fs, base = fsspec.core.url_to_fs(root)
+        found = fs.find(base, detail=True)
+    prefix = strip_protocol(base).rstrip("/")
+    sizes: dict[str, int] = {}
+    copied: dict[str, str] = {}
+    for full, info in found.items():
+        rel = strip_protocol(full)[len(prefix) :].lstrip("/")
+        if not rel:
+            continue
+        sizes[rel] = int(info.get("size") or 0)
+        target = view / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if rel.lower().endswith(_VIEW_COPIED):
+            copied[full] = rel
+        else:
+            target.touch()
+    with storage_errors(root, "reading the BIDS sidecars"):
+        contents = fs.cat(list(copied)) if copied else {}
+    for full, data in contents.items():
+        (view / copied[full]).write_bytes(data)
+    return sizes
+
+
+def _discover_in(recipe: Recipe, base: Path, sizes: dict[str, int] | None) -> list[SourceFile]:
+    """Discovery on the local tree `base` (the dataset itself, or a remote one's view, with `sizes`)."""
     import mne_bids
 
-    fs, root = fsspec.core.url_to_fs(recipe.root)
-    if not isinstance(fs, LocalFileSystem):
-        raise RecipeError(
-            f"recipe {recipe.name!r}: layout bids reads a local BIDS tree (mne-bids), not {recipe.root!r}: "
-            "mount or sync the corpus and point ROOT (--root) at the local copy"
-        )
-    base = Path(strip_protocol(root))
     with _quiet():
         found = mne_bids.find_matching_paths(
             base,
@@ -114,7 +155,7 @@ def discover_bids(recipe: Recipe) -> list[SourceFile]:
             continue
         if any(fnmatchcase(rel, g) for g in recipe.exclude):
             continue
-        files.append(_source(recipe, base, rel, bids_path, participants))
+        files.append(_source(recipe, base, rel, bids_path, participants, sizes))
     if not files:
         tasks = f" of tasks {list(recipe.bids_tasks)}" if recipe.bids_tasks else ""
         raise RecipeError(
@@ -126,7 +167,12 @@ def discover_bids(recipe: Recipe) -> list[SourceFile]:
 
 
 def _source(
-    recipe: Recipe, base: Path, rel: str, bids_path: Any, participants: dict[str, dict[str, str | None]]
+    recipe: Recipe,
+    base: Path,
+    rel: str,
+    bids_path: Any,
+    participants: dict[str, dict[str, str | None]],
+    sizes: dict[str, int] | None = None,
 ) -> SourceFile:
     subject = bids_path.subject
     sidecar = read_sidecars(
@@ -136,7 +182,7 @@ def _source(
     return SourceFile(
         path=rel,
         url=join_url(recipe.root, rel),
-        size=_recording_size(base / rel),
+        size=_recording_size(base / rel, base, sizes),
         subject=subject,
         session=bids_path.session or "",
         recording=rel.rsplit("/", 1)[-1].rsplit(".", 1)[0],
@@ -147,9 +193,13 @@ def _source(
     )
 
 
-def _recording_size(path: Path) -> int:
-    """Bytes of the data file and its companions: what changes when the recording does."""
-    return sum(os.path.getsize(p) for p in (path, *recording_companions(path)) if os.path.exists(p))
+def _recording_size(path: Path, base: Path, sizes: dict[str, int] | None = None) -> int:
+    """Bytes of the data file and its companions: what changes when the recording does (`sizes`: a
+    remote dataset's, by relative path; else the files' own)."""
+    files = (path, *recording_companions(path))
+    if sizes is not None:
+        return sum(sizes.get(p.relative_to(base).as_posix(), 0) for p in files)
+    return sum(os.path.getsize(p) for p in files if os.path.exists(p))
 
 
 def recording_companions(path: Path) -> list[Path]:
