@@ -19,31 +19,33 @@ from pathlib import Path
 
 TESTS = Path(__file__).resolve().parent
 GROUPS = 2
-# Seconds per file, measured with `pytest --durations` in `make test` (2-core VM, both groups running):
-# balances the groups.
+# Seconds per file (setup + call + teardown), measured with `make test PYTEST_ARGS=--durations=0` (2-core VM,
+# both groups running; test_bids.py plus its S3 test measured alone): balances the groups.
 SECONDS = {
-    "test_seed_pretrain.py": 320,
-    "test_pretrain.py": 236,
-    "test_tokenizers.py": 221,
-    "test_mamba_pretrain.py": 215,
-    "test_pretrain_hardening.py": 166,
-    "test_inloop_probe.py": 162,
-    "test_validation.py": 138,
-    "test_slurm.py": 104,
-    "test_resume_and_storage.py": 90,
-    "test_probe.py": 88,
-    "test_finetune.py": 82,
-    "test_formats_mne.py": 51,
-    "test_catalogue.py": 48,
-    "test_bids.py": 45,
-    "test_ingest_debris.py": 37,
-    "test_dryrun.py": 36,
-    "test_pretrain_config.py": 33,
-    "test_formats_other.py": 22,
-    "test_infra.py": 13,
-    "test_ingest_recipes.py": 13,
-    "test_shard_cache.py": 13,
-    "test_golden.py": 12,
+    "test_seed_pretrain.py": 296,
+    "test_tokenizers.py": 219,
+    "test_pretrain.py": 209,
+    "test_pretrain_hardening.py": 171,
+    "test_mamba_pretrain.py": 170,
+    "test_validation.py": 151,
+    "test_inloop_probe.py": 143,
+    "test_resume_and_storage.py": 111,
+    "test_slurm.py": 98,
+    "test_probe.py": 89,
+    "test_finetune.py": 71,
+    "test_bids.py": 60,
+    "test_catalogue.py": 37,
+    "test_ingest_debris.py": 30,
+    "test_ingest_storage_errors.py": 30,
+    "test_shard_cache.py": 25,
+    "test_dryrun.py": 24,
+    "test_task_sources.py": 19,
+    "test_tasks.py": 17,
+    "test_simulate_stream.py": 16,
+    "test_pretrain_config.py": 16,
+    "test_infra.py": 14,
+    "test_launch.py": 14,
+    "test_ingest_recipes.py": 12,
 }
 DEFAULT_SECONDS = 10
 
