@@ -99,6 +99,7 @@ def discover_bids(recipe: Recipe) -> list[SourceFile]:
 
 # What a remote view copies: the sidecars and BrainVision headers (they name the .vmrk/.eeg companions).
 _VIEW_COPIED = (".json", ".tsv", ".vhdr")
+_NOT_RAW = ("derivatives/", "sourcedata/", ".git/", ".datalad/")
 
 
 def remote_view(root: str, view: Path) -> dict[str, int]:
@@ -117,7 +118,7 @@ def remote_view(root: str, view: Path) -> dict[str, int]:
     copied: dict[str, str] = {}
     for full, info in found.items():
         rel = strip_protocol(full)[len(prefix) :].lstrip("/")
-        if not rel:
+        if not rel or rel.startswith(_NOT_RAW):  # never recordings here (see _discover_in): not fetched
             continue
         sizes[rel] = int(info.get("size") or 0)
         target = view / rel

@@ -18,7 +18,7 @@ import pytest
 from shardcheck import check_contract, read_shard
 
 from eegfm.ingest import contract
-from eegfm.ingest.bids import head_frame_positions, with_sidecar
+from eegfm.ingest.bids import head_frame_positions, remote_view, with_sidecar
 from eegfm.ingest.bids_fixtures import (
     BAD,
     BAD_DESCRIPTION,
@@ -85,6 +85,18 @@ def test_a_bids_dataset_in_object_storage_ingests_like_its_local_copy(
     fs = s3fs.S3FileSystem(**s3_env.storage_options, skip_instance_cache=True)
     fs.mkdir("bids-remote")
     fs.put(str(tree.root), "bids-remote/ds", recursive=True)
+    fs.pipe_file("bids-remote/ds/derivatives/clean/sub-01/eeg/sub-01_eeg.json", b"{}")  # never a recording
+    view = tmp_path / "view"
+    sizes = remote_view("s3://bids-remote/ds", view)
+    for rel, size in sizes.items():  # sidecars and headers copied byte for byte, data files empty
+        local, copied = tree.root / rel, view / rel
+        assert local.stat().st_size == size
+        assert copied.read_bytes() == (
+            local.read_bytes() if rel.endswith((".json", ".tsv", ".vhdr")) else b""
+        )
+    assert not (view / "derivatives").exists() and len(sizes) == sum(
+        1 for p in tree.root.rglob("*") if p.is_file()
+    )
     found = {f.path: f for f in discover(load_recipe("bids", root="s3://bids-remote/ds"))}
     for f in discover(load_recipe("bids", root=str(tree.root))):  # sizes (data + companions) from the listing
         assert (found[f.path].size, found[f.path].split, found[f.path].bids) == (f.size, f.split, f.bids)
