@@ -34,8 +34,8 @@ from eegfm.pretrain.taskshards import LabelledBatch, TaskInfo, labelled_batches,
 from eegfm.storage import join_url, write_json
 
 # scikit-learn is imported where a probe is fitted: every pretraining process imports this module (for the
-# in-loop probe) but few probe, and it cost ~0.6 s of each process's start-up (`python -X importtime`, 2-core
-# VM), paid by every rank of every run and by each of the suite's training processes.
+# in-loop probe) but few probe. At module level it cost each process's start-up 0.2-0.4 s of CPU (`import
+# eegfm.pretrain.train`: 7.5-7.8 s → 7.3-7.4 s user, 2-core VM), paid by every rank of every run.
 SPLITS = ("train", "val", "test")
 BANDS_HZ = {
     "delta": (0.5, 4.0),
