@@ -249,8 +249,9 @@ class MatRecording:
         return sfreq
 
     def _labels(self) -> list[str]:
-        if self.layout.labels_for(self.path):
-            return list(self.layout.labels_for(self.path))
+        labels = self.layout.labels_for(self.path)
+        if labels:
+            return list(labels)
         if self.layout.channels_variable:
             return self.file.strings(self.layout.channels_variable)
         raise ReadError("no channel labels: set the recipe's mat.channels or mat.channels_variable")
